@@ -1,0 +1,200 @@
+"""Corpus readers: each yields dialogues (lists of utterances), with counted skips for bad lines.
+
+`read_corpus(cfg.data, seed)` returns a `Corpus`: dialogues, the official split when the corpus
+has one (DailyDialog's folder layout), and counts of what was skipped. Unreadable input raises
+`DataError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqgan.config import DataConfig
+from seqgan.errors import DataError
+
+EOU = "__eou__"
+DD_SPLITS = {"train": "train/dialogues_train.txt", "valid": "validation/dialogues_validation.txt",
+             "test": "test/dialogues_test.txt"}
+
+
+@dataclass
+class Corpus:
+    dialogues: list[list[str]]
+    official_split: list[str] | None = None  # per dialogue: train | valid | test
+    skipped: dict[str, int] = field(default_factory=lambda: {"bad_lines": 0})
+    fingerprint: str = ""
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.split())
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 text file, or a DataError naming what is wrong with it."""
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, expected a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    if not raw.strip():
+        raise DataError(f"{path} is empty")
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{path} looks binary (NUL bytes), expected UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def _fingerprint(*paths: Path) -> str:
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}")
+    return "|".join(parts)
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- chitchat
+
+
+def read_chitchat() -> Corpus:
+    """The chitchat-dataset package: each speaker turn (its messages joined) is one utterance."""
+    try:
+        import chitchat_dataset
+    except ImportError:
+        raise DataError("the chitchat corpus needs the 'chitchat-dataset' package (pip install chitchat-dataset)") from None
+    from importlib.metadata import version
+
+    dialogues = []
+    for convo in chitchat_dataset.Dataset().values():
+        turns = [normalize(" ".join(m.get("text", "") for m in turn)) for turn in convo.get("messages", [])]
+        dialogues.append(turns)
+    return Corpus(dialogues, fingerprint=f"chitchat-dataset=={version('chitchat-dataset')}")
+
+
+# ----------------------------------------------------------------------------- dailydialog
+
+
+def parse_dailydialog(text: str, path: Path) -> list[list[str]]:
+    if EOU not in text:
+        raise DataError(f"{path}: no '{EOU}' separators found; is this a DailyDialog dialogues file?")
+    dialogues = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split(EOU)
+        if parts and not parts[-1].strip():
+            parts = parts[:-1]
+        dialogues.append([normalize(p) for p in parts])
+    return dialogues
+
+
+def read_dailydialog(path: Path) -> Corpus:
+    """The official folder (train/validation/test kept) or one dialogues_text.txt."""
+    if path.is_dir():
+        found = {s: path / rel for s, rel in DD_SPLITS.items() if (path / rel).exists()}
+        if not found:
+            nested = [p for p in path.iterdir() if p.is_dir() and any((p / r).exists() for r in DD_SPLITS.values())]
+            if nested:
+                return read_dailydialog(nested[0])
+            whole = path / "dialogues_text.txt"
+            if whole.exists():
+                return read_dailydialog(whole)
+            raise DataError(f"{path}: no DailyDialog files found (expected {', '.join(DD_SPLITS.values())} "
+                            "or dialogues_text.txt)")
+        if "train" not in found:
+            raise DataError(f"{path}: missing {DD_SPLITS['train']}")
+        dialogues, split = [], []
+        for s, p in found.items():
+            d = parse_dailydialog(read_text(p), p)
+            dialogues += d
+            split += [s] * len(d)
+        return Corpus(dialogues, official_split=split, fingerprint=_fingerprint(*found.values()))
+    text = read_text(path)
+    return Corpus(parse_dailydialog(text, path), fingerprint=_fingerprint(path))
+
+
+# ----------------------------------------------------------------------------- jsonl / tsv
+
+
+def _turns(value, key: str) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def read_jsonl(path: Path) -> Corpus:
+    """{"dialogue": [..]} or {"context": str | [..], "response": str} per line."""
+    text = read_text(path)
+    dialogues, bad = [], 0
+    for _n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(obj, dict) and "dialogue" in obj:
+            turns = _turns(obj["dialogue"], "dialogue")
+        elif isinstance(obj, dict) and "context" in obj and isinstance(obj.get("response"), str):
+            ctx = _turns(obj["context"], "context")
+            turns = None if ctx is None else ctx + [obj["response"]]
+        else:
+            turns = None
+        if turns is None:
+            bad += 1
+            continue
+        dialogues.append([normalize(t) for t in turns])
+    if bad:
+        warn(f"{path}: skipped {bad} malformed line(s)")
+    if not dialogues:
+        raise DataError(f"{path}: no valid JSONL line (expected {{\"dialogue\": [..]}} or "
+                        "{\"context\": .., \"response\": ..})")
+    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path))
+
+
+def read_tsv(path: Path) -> Corpus:
+    """context<TAB>response per line; each line is a two-utterance dialogue."""
+    text = read_text(path)
+    dialogues, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            bad += 1
+            continue
+        dialogues.append([normalize(parts[0]), normalize(parts[1])])
+    if bad:
+        warn(f"{path}: skipped {bad} line(s) without exactly one TAB")
+    if not dialogues:
+        raise DataError(f"{path}: no valid line (expected context<TAB>response)")
+    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path))
+
+
+def read_corpus(cfg: DataConfig) -> Corpus:
+    if cfg.corpus == "chitchat":
+        return read_chitchat()
+    if cfg.corpus == "dailydialog":
+        if cfg.path is None:
+            from seqgan.data.download import fetch_dailydialog
+
+            return read_dailydialog(fetch_dailydialog(cfg))
+        return read_dailydialog(Path(cfg.path).expanduser())
+    if cfg.path is None:
+        raise DataError(f"data.corpus={cfg.corpus} needs data.path=FILE")
+    path = Path(cfg.path).expanduser()
+    return read_jsonl(path) if cfg.corpus == "jsonl" else read_tsv(path)

@@ -1,0 +1,87 @@
+"""Encoded pairs on disk: data/{split}.npz with ragged id arrays, dialogue ids and texts."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from seqgan.data.tokenizer import EOS_ID
+from seqgan.errors import DataError
+from seqgan.rundir import atomic_write_bytes
+
+
+def _ragged(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(s) for s in seqs])
+    flat = np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def encode_pairs(tokenizer, contexts: list[str], responses: list[str], max_len: int
+                 ) -> tuple[list[list[int]], list[list[int]]]:
+    """Contexts keep their most recent max_len tokens; responses keep max_len-1 tokens + eos."""
+    ctx = [ids[-max_len:] for ids in tokenizer.encode_batch(contexts)]
+    resp = [ids[: max_len - 1] + [EOS_ID] for ids in tokenizer.encode_batch(responses)]
+    return ctx, resp
+
+
+def save_pairs(path: Path, contexts: list[list[int]], responses: list[list[int]], dialogue_ids: list[int],
+               context_texts: list[str], response_texts: list[str]) -> None:
+    c_flat, c_off = _ragged(contexts)
+    r_flat, r_off = _ragged(responses)
+    texts = json.dumps({"contexts": context_texts, "responses": response_texts}, ensure_ascii=False).encode()
+    buf = io.BytesIO()
+    np.savez(buf, context_ids=c_flat, context_offsets=c_off, response_ids=r_flat, response_offsets=r_off,
+             dialogue_ids=np.asarray(dialogue_ids, dtype=np.int64), texts=np.frombuffer(texts, dtype=np.uint8))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class PairDataset:
+    """Encoded (context, response) pairs of one split."""
+
+    def __init__(self, c_ids, c_off, r_ids, r_off, dialogue_ids, texts: dict):
+        self.c_ids, self.c_off, self.r_ids, self.r_off = c_ids, c_off, r_ids, r_off
+        self._dialogue_ids = dialogue_ids
+        self.texts = texts
+        self._lengths = (np.diff(c_off) + np.diff(r_off) + 1).astype(np.int64)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairDataset:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path} not found; run 'seqgan prepare' first")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                texts = json.loads(z["texts"].tobytes().decode())
+                return cls(z["context_ids"], z["context_offsets"], z["response_ids"], z["response_offsets"],
+                           z["dialogue_ids"], texts)
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{path} is not a prepared split ({e}); run 'seqgan prepare --force'") from None
+
+    def __len__(self) -> int:
+        return len(self.c_off) - 1
+
+    def context(self, i: int) -> np.ndarray:
+        return self.c_ids[self.c_off[i] : self.c_off[i + 1]]
+
+    def response(self, i: int) -> np.ndarray:
+        return self.r_ids[self.r_off[i] : self.r_off[i + 1]]
+
+    def dialogue_ids(self) -> np.ndarray:
+        return self._dialogue_ids
+
+    def dialogue_id(self, i: int) -> int:
+        return int(self._dialogue_ids[i])
+
+    def lengths(self) -> np.ndarray:
+        """Per pair: context tokens + response tokens + 1 (bos): the batch token budget unit."""
+        return self._lengths
+
+    def context_text(self, i: int) -> str:
+        return self.texts["contexts"][i]
+
+    def response_text(self, i: int) -> str:
+        return self.texts["responses"][i]

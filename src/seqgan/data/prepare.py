@@ -1,0 +1,90 @@
+"""`seqgan prepare`: corpus -> pairs -> split by dialogue -> SentencePiece -> encoded splits.
+
+Everything is built in a temporary folder inside the run directory and moved into place at the
+end, so bad input or a crash never leaves a half-prepared run. A re-run with the same data and
+tokenizer settings and the same input files reuses what is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from seqgan.config import Config, to_dict
+from seqgan.data.corpora import read_corpus
+from seqgan.data.dataset import encode_pairs, save_pairs
+from seqgan.data.pairs import SPLITS, build_splits
+from seqgan.data.tokenizer import train_tokenizer
+from seqgan.rundir import RunDir, atomic_write_text
+
+
+def _key(cfg: Config, fingerprint: str) -> str:
+    payload = json.dumps({"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "seed": cfg.runtime.seed,
+                          "input": fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _manifest(run: RunDir) -> dict | None:
+    path = run.data_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    """Prepare the run's data; returns dialogues, pairs per split, vocab size and skip counts."""
+    run.check_config(cfg)
+    existed = run.root.exists() and any(p.name != ".lock" for p in run.root.iterdir())
+    t0 = time.monotonic()
+    try:
+        corpus = read_corpus(cfg.data)
+        key = _key(cfg, corpus.fingerprint)
+        old = _manifest(run)
+        if not force and old is not None and old.get("key") == key and run.spm_model.exists() and \
+                all(run.split_path(s).exists() for s in SPLITS):
+            print(f"prepare: {run.root} is up to date", file=sys.stderr)
+            run.write_config(cfg)
+            return {**old["summary"], "reused": True}
+        pairs, skipped, used = build_splits(corpus, cfg.data, cfg.runtime.seed)
+        tmp = run.root / ".prepare.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "data").mkdir(parents=True)
+        train = pairs["train"]
+        tokenizer = train_tokenizer(sorted(set(train.contexts) | set(train.responses)), tmp / "tokenizer",
+                                    cfg.tokenizer.vocab_size, cfg.tokenizer.model_type,
+                                    cfg.tokenizer.character_coverage, cfg.tokenizer.max_sentences, cfg.runtime.seed)
+        counts = {}
+        for s in SPLITS:
+            p = pairs[s]
+            ctx, resp = encode_pairs(tokenizer, p.contexts, p.responses, cfg.data.max_len)
+            save_pairs(tmp / "data" / f"{s}.npz", ctx, resp, p.dialogue_ids, p.contexts, p.responses)
+            counts[s] = len(p.contexts)
+        summary = {"dialogues": used, "pairs": counts, "vocab_size": tokenizer.vocab_size, "skipped": skipped,
+                   "run_dir": str(run.root)}
+        atomic_write_text(tmp / "data" / "manifest.json",
+                          json.dumps({"key": key, "tokenizer_hash": tokenizer.hash, "summary": summary}, indent=2))
+        for name in ("tokenizer", "data"):
+            shutil.rmtree(run.root / name, ignore_errors=True)
+            (tmp / name).rename(run.root / name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.write_config(cfg)
+    except BaseException:
+        shutil.rmtree(run.root / ".prepare.partial", ignore_errors=True)
+        if not existed:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    seconds = time.monotonic() - t0
+    run.log("prepare", seconds=round(seconds, 1), **summary)
+    print(f"prepare: {used:,} dialogues -> {counts['train']:,} / {counts['valid']:,} / {counts['test']:,} "
+          f"train / valid / test pairs, vocabulary {tokenizer.vocab_size:,}, skipped {skipped} "
+          f"({seconds:.1f} s) -> {run.root}", file=sys.stderr)
+    return {**summary, "reused": False}
+
+
+def prepared(run: RunDir) -> bool:
+    return _manifest(run) is not None and Path(run.spm_model).exists()

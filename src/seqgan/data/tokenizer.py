@@ -1,0 +1,81 @@
+"""SentencePiece tokenizer: trained on the training split, ids unk 0, pad 1, bos 2, eos 3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import sentencepiece as spm
+
+from seqgan.errors import DataError
+
+UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SEP = "<sep>"
+
+
+class Tokenizer:
+    """A thin wrapper over a SentencePiece model with the project's special ids."""
+
+    def __init__(self, model_path: str | Path):
+        self.path = Path(model_path)
+        data = self.path.read_bytes()
+        self.sp = spm.SentencePieceProcessor(model_proto=data)
+        self.hash = hashlib.sha256(data).hexdigest()
+        self.vocab_size = self.sp.get_piece_size()
+        self.sep_id = self.sp.piece_to_id(SEP)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        try:
+            return cls(path)
+        except OSError as e:
+            raise DataError(f"cannot read tokenizer {path}: {e.strerror}") from None
+        except RuntimeError as e:
+            raise DataError(f"{path} is not a SentencePiece model: {str(e).splitlines()[0][:200]}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ids up to the first eos; pad and bos are skipped."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i in (PAD_ID, BOS_ID) or not 0 <= i < self.vocab_size:
+                continue
+            out.append(i)
+        return self.sp.decode(out)
+
+
+def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_type: str = "bpe",
+                    character_coverage: float = 0.9995, max_sentences: int = 300000, seed: int = 0) -> Tokenizer:
+    """Train SentencePiece on `sentences`; write out_dir/spm.model and spm.vocab."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sentences = [s for s in sentences if s.strip()]
+    if not sentences:
+        raise DataError("no text to train the tokenizer on")
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
+        for s in sentences:
+            f.write(s.replace("\n", " ") + "\n")
+        corpus = f.name
+    spm.set_random_generator_seed(seed)  # the sentence sampling is seeded, so tokenizers repeat
+    try:
+        spm.SentencePieceTrainer.train(
+            input=corpus, model_prefix=str(out_dir / "spm"), vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, unk_id=UNK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            user_defined_symbols=[SEP], hard_vocab_limit=False, input_sentence_size=max_sentences,
+            shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2,
+            max_sentence_length=1 << 16,
+        )
+    except RuntimeError as e:
+        raise DataError(f"tokenizer training failed: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        os.unlink(corpus)
+    return Tokenizer.load(out_dir / "spm.model")

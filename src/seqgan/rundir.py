@@ -1,0 +1,192 @@
+"""The run directory: the only state of a run (DESIGN.md, "A run directory").
+
+Files are written atomically (temp file, fsync, rename) so that a crash never leaves a
+half-written file behind; `metrics.jsonl` is append-only, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqgan import config as C
+from seqgan.errors import ConfigError, SeqGANError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RunDir:
+    """Paths of one run directory plus its config, metrics log and lock."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # paths -----------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def spm_model(self) -> Path:
+        return self.tokenizer_dir / "spm.model"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def split_path(self, split: str) -> Path:
+        return self.data_dir / f"{split}.npz"
+
+    def checkpoint(self, stage: str, which: str = "last") -> Path:
+        """stage: generator | discriminator | adversarial; which: last | best."""
+        return self.root / "checkpoints" / stage / f"{which}.pt"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    # config ------------------------------------------------------------------
+    def read_config(self) -> dict | None:
+        if not self.config_path.exists():
+            return None
+        return C.read_yaml(self.config_path)
+
+    def write_config(self, cfg: C.Config) -> None:
+        text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
+        atomic_write_text(self.config_path, text)
+
+    def check_config(self, cfg: C.Config) -> list[str]:
+        """Refuse a config whose frozen sections differ from the run's; return other differing keys."""
+        stored = self.read_config()
+        if stored is None:
+            return []
+        new = C.to_dict(cfg)
+        frozen = C.diff(stored, new, C.FROZEN_SECTIONS)
+        if frozen:
+            shown = ", ".join(f"{k} ({C.flatten(stored).get(k)!r} -> {C.flatten(new).get(k)!r})" for k in frozen[:5])
+            more = f" and {len(frozen) - 5} more" if len(frozen) > 5 else ""
+            raise ConfigError(
+                f"config conflicts with the run in {self.root}: {shown}{more}; "
+                "use another --run-dir, or drop these overrides"
+            )
+        return C.diff(stored, new)
+
+    # metrics -----------------------------------------------------------------
+    def log(self, stage: str, **values: Any) -> dict:
+        """Append one JSON line to metrics.jsonl (stage, time, values)."""
+        rec = {"stage": stage, "time": round(time.time(), 3), **values}
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=_json_default) + "\n")
+            f.flush()
+        return rec
+
+    def read_metrics(self, stage: str | None = None) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if stage is None or rec.get("stage") == stage:
+                out.append(rec)
+        return out
+
+    # lock --------------------------------------------------------------------
+    def lock(self) -> RunLock:
+        return RunLock(self.root / ".lock")
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+class RunLock:
+    """An exclusive advisory lock so two processes cannot write one run at once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            holder = ""
+            try:
+                holder = f" (pid {self.path.read_text().strip()})"
+            except OSError:
+                pass
+            raise SeqGANError(f"run directory {self.path.parent} is in use by another process{holder}") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+from support import dialogues, write_dailydialog_folder, write_dailydialog_text, write_jsonl
+
+from seqgan.config import DataConfig
+from seqgan.data.corpora import read_corpus, read_dailydialog, read_jsonl, read_tsv
+from seqgan.errors import DataError
+
+
+def test_dailydialog_single_file(tmp_path):
+    d = dialogues(5)
+    c = read_dailydialog(write_dailydialog_text(tmp_path / "dialogues_text.txt", d))
+    assert c.dialogues == d and c.official_split is None
+
+
+def test_dailydialog_official_folder_keeps_the_split(tmp_path):
+    root = write_dailydialog_folder(tmp_path / "dd", n=30)
+    c = read_dailydialog(root)
+    assert len(c.dialogues) == 30
+    assert c.official_split.count("train") == 18 and c.official_split.count("valid") == 6
+    assert c.official_split.count("test") == 6
+    # the folder one level up (as extracted from the zip) is found too
+    assert len(read_dailydialog(tmp_path).dialogues) == 30
+
+
+def test_dailydialog_tokenised_line_format(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_text("Say , Jim , how about going ? __eou__ Sure . __eou__ \n", encoding="utf-8")
+    assert read_dailydialog(p).dialogues == [["Say , Jim , how about going ?", "Sure ."]]
+
+
+def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join([
+        json.dumps({"dialogue": ["a b", "c d", "e f"]}),
+        json.dumps({"context": ["x", "y"], "response": "z"}),
+        json.dumps({"context": "q", "response": "r"}),
+        "{not json",
+        json.dumps({"dialogue": [1, 2]}),
+    ]) + "\n")
+    c = read_jsonl(p)
+    assert c.dialogues == [["a b", "c d", "e f"], ["x", "y", "z"], ["q", "r"]]
+    assert c.skipped["bad_lines"] == 2
+    assert "skipped 2 malformed" in capsys.readouterr().err
+
+
+def test_tsv(tmp_path):
+    p = tmp_path / "c.tsv"
+    p.write_text("hi there\thello\nno tab here\nhow are you\tfine  thanks\n")
+    c = read_tsv(p)
+    assert c.dialogues == [["hi there", "hello"], ["how are you", "fine thanks"]]
+    assert c.skipped["bad_lines"] == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"\x00\x01\x02binary", "looks binary"),
+    (b"\xff\xfe\xfa bad utf8", "not UTF-8"),
+])
+def test_unreadable_files(tmp_path, content, message):
+    p = tmp_path / "f.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_jsonl(p)
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_corpus(DataConfig(corpus="tsv", path=str(tmp_path / "nope.tsv")))
+    with pytest.raises(DataError, match="is a directory"):
+        read_corpus(DataConfig(corpus="tsv", path=str(tmp_path)))
+    with pytest.raises(DataError, match="needs data.path"):
+        read_corpus(DataConfig(corpus="jsonl"))
+
+
+def test_dailydialog_without_separators(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_text("just some text\nwithout separators\n")
+    with pytest.raises(DataError, match="__eou__"):
+        read_dailydialog(p)
+
+
+def test_all_malformed_jsonl(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("{bad\n[1,2]\n")
+    with pytest.raises(DataError, match="no valid JSONL line"):
+        read_jsonl(p)
+
+
+def test_jsonl_fixture_roundtrip(tmp_path):
+    d = dialogues(3)
+    assert read_jsonl(write_jsonl(tmp_path / "x.jsonl", d)).dialogues == d

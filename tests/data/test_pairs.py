@@ -1,0 +1,48 @@
+from seqgan.config import DataConfig
+from seqgan.data.corpora import Corpus
+from seqgan.data.pairs import build_splits, make_pairs
+
+
+def test_n_utterances_give_n_minus_1_pairs():
+    cfg = DataConfig(context_turns=1)
+    p = make_pairs([["a", "b", "c", "d"], ["x", "y"]], [0, 1], cfg)
+    assert list(zip(p.contexts, p.responses, strict=False)) == [("a", "b"), ("b", "c"), ("c", "d"), ("x", "y")]
+    assert p.dialogue_ids == [0, 0, 0, 1]
+
+
+def test_context_turns_joins_previous_utterances():
+    cfg = DataConfig(context_turns=2, context_separator=" <sep> ")
+    p = make_pairs([["a", "b", "c", "d"]], [0], cfg)
+    assert p.contexts == ["a", "a <sep> b", "b <sep> c"]
+    assert p.responses == ["b", "c", "d"]
+
+
+def test_splits_are_by_dialogue_and_seeded():
+    dialogs = [[f"d{i} u{j}" for j in range(4)] for i in range(100)]
+    cfg = DataConfig(split=[0.8, 0.1, 0.1])
+    splits, _, used = build_splits(Corpus(dialogs), cfg, seed=3)
+    ids = {s: set(p.dialogue_ids) for s, p in splits.items()}
+    assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"]) and not (ids["valid"] & ids["test"])
+    assert (len(ids["train"]), len(ids["valid"]), len(ids["test"])) == (80, 10, 10) and used == 100
+    for _s, p in splits.items():  # every pair's text comes from its own dialogue
+        for c, r, d in zip(p.contexts, p.responses, p.dialogue_ids, strict=False):
+            assert c.startswith(f"d{d} ") and r.startswith(f"d{d} ")
+    again, _, _ = build_splits(Corpus(dialogs), cfg, seed=3)
+    assert again["test"].contexts == splits["test"].contexts
+    other, _, _ = build_splits(Corpus(dialogs), cfg, seed=4)
+    assert other["test"].contexts != splits["test"].contexts
+
+
+def test_official_split_is_kept():
+    dialogs = [["a", "b"], ["c", "d"], ["e", "f"]]
+    splits, _, _ = build_splits(Corpus(dialogs, official_split=["test", "train", "valid"]), DataConfig(), 0)
+    assert splits["train"].contexts == ["c"] and splits["valid"].contexts == ["e"] and splits["test"].contexts == ["a"]
+
+
+def test_empty_and_overlong_utterances_are_counted_and_skipped():
+    long = "x" * 200_000
+    dialogs = [["a", "", "b", long, "c", "d"]] * 4
+    splits, skipped, _ = build_splits(Corpus(dialogs), DataConfig(split=[1.0, 0.0, 0.0]), 0)
+    assert skipped["empty_utterances"] == 4 and skipped["long_utterances"] == 4
+    # the dialogue is cut at the long utterance: no pair bridges it
+    assert sorted(set(zip(splits["train"].contexts, splits["train"].responses, strict=False))) == [("a", "b"), ("c", "d")]

@@ -1,0 +1,155 @@
+"""`seqgan prepare` through the real CLI: outputs, reuse, bad input (exit 2, one line, nothing written)."""
+
+import http.server
+import io
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from support import (
+    dialogues,
+    run_cli,
+    write_dailydialog_folder,
+    write_dailydialog_text,
+    write_jsonl,
+)
+
+
+def prepare(run, *overrides):
+    return run_cli("prepare", "--config", "tiny", "--run-dir", run, "--json", *overrides)
+
+
+def test_prepare_jsonl_outputs_and_reuse(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(40, seed=2))
+    run = tmp_path / "run"
+    assert prepare(run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    out = json.loads(capsys.readouterr().out)
+    n_pairs = sum(len(d) - 1 for d in dialogues(40, seed=2))
+    assert sum(out["pairs"].values()) == n_pairs and out["dialogues"] == 40 and not out["reused"]
+    assert out["vocab_size"] <= 120
+    for f in ("config.yaml", "tokenizer/spm.model", "data/train.npz", "data/valid.npz", "data/test.npz"):
+        assert (run / f).exists(), f
+    with np.load(run / "data/train.npz") as z:
+        assert len(z["context_offsets"]) - 1 == out["pairs"]["train"]
+    assert prepare(run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["reused"] and again["pairs"] == out["pairs"]
+
+
+def test_prepare_dailydialog_folder_keeps_official_split(tmp_path, capsys):
+    root = write_dailydialog_folder(tmp_path / "dd", n=30)
+    assert prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.path={root}", "data.max_dialogues=null") == 0
+    out = json.loads(capsys.readouterr().out)
+    d = dialogues(30)
+    assert out["pairs"]["test"] == sum(len(x) - 1 for x in d[24:])
+
+
+def _bad(tmp_path, name: str, content: bytes) -> str:
+    p = tmp_path / name
+    p.write_bytes(content)
+    return str(p)
+
+
+@pytest.mark.parametrize("corpus, make, message", [
+    ("jsonl", lambda t: str(t / "missing.jsonl"), "file not found"),
+    ("jsonl", lambda t: _bad(t, "e.jsonl", b""), "is empty"),
+    ("tsv", lambda t: _bad(t, "b.tsv", bytes(range(256)) * 4), "looks binary"),
+    ("tsv", lambda t: _bad(t, "u.tsv", b"caf\xe9\tok\n"), "not UTF-8"),
+    ("dailydialog", lambda t: _bad(t, "d.txt", b"hello there\nhow are you\n"), "__eou__"),
+    ("jsonl", lambda t: _bad(t, "m.jsonl", b"{oops\n{\"x\": 1}\n"), "no valid JSONL line"),
+    ("jsonl", lambda t: str(t), "is a directory"),
+    ("dailydialog", lambda t: _bad(t, "l.txt", ("x" * 200_000 + " __eou__ y __eou__\n").encode()), "no (context, response) pair"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, corpus, make, message):
+    path = make(tmp_path)
+    run = tmp_path / "run"
+    rc = prepare(run, f"data.corpus={corpus}", f"data.path={path}")
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = [ln for ln in captured.err.strip().splitlines() if not ln.startswith("warning:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in captured.err
+    assert not run.exists()
+
+
+def test_long_and_empty_utterances_are_counted_not_fatal(tmp_path, capsys):
+    d = dialogues(20)
+    d[0] = ["hi", "", "x" * 200_000, "hello", "how are you"]
+    path = write_dailydialog_text(tmp_path / "d.txt", d)
+    assert prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.path={path}") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["skipped"]["long_utterances"] == 1 and out["skipped"]["empty_utterances"] == 1
+
+
+def _official_zip() -> bytes:
+    """The official archive's shape: ijcnlp_dailydialog/{train,validation,test}.zip inside a zip."""
+    inner = {}
+    d = dialogues(30, seed=5)
+    parts = {"train": d[:20], "validation": d[20:25], "test": d[25:]}
+    for split, ds in parts.items():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(f"{split}/dialogues_{split}.txt", "".join(" __eou__ ".join(x) + " __eou__\n" for x in ds))
+        inner[split] = buf.getvalue()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for split, data in inner.items():
+            z.writestr(f"ijcnlp_dailydialog/{split}.zip", data)
+        z.writestr("ijcnlp_dailydialog/readme.txt", "test archive")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def http_server():
+    payload = _official_zip()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/dd.zip":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dailydialog_download_from_local_server(tmp_path, capsys, http_server):
+    import hashlib
+
+    sha = hashlib.sha256(_official_zip()).hexdigest()
+    rc = prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.download_url={http_server}/dd.zip",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"data.download_sha256={sha}", "data.max_dialogues=null")
+    assert rc == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert out["dialogues"] == 30
+    assert out["pairs"]["test"] == sum(len(x) - 1 for x in dialogues(30, seed=5)[25:])
+
+
+@pytest.mark.parametrize("path, extra, message", [
+    ("/missing.zip", [], "HTTP 404"),
+    ("/dd.zip", ["data.download_sha256=" + "0" * 64], "does not match"),
+])
+def test_failed_download_is_one_line(tmp_path, capsys, http_server, path, extra, message):
+    rc = prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.download_url={http_server}{path}",
+                 f"data.cache_dir={tmp_path / 'cache'}", *extra)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert rc == 2 and len(err) == 1 and message in err[0]
+
+
+def test_connection_refused_is_one_line(tmp_path, capsys):
+    rc = prepare(tmp_path / "run", "data.corpus=dailydialog", "data.download_url=http://127.0.0.1:9/x.zip",
+                 f"data.cache_dir={tmp_path / 'cache'}")
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert rc == 2 and len(err) == 1 and "download of" in err[0]

@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+from support import dialogues
+
+from seqgan.data.batching import collate, shard_batches, token_budget_batches
+from seqgan.data.dataset import PairDataset, encode_pairs, save_pairs
+from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP, Tokenizer, train_tokenizer
+
+
+def _tokenizer(tmp_path) -> Tokenizer:
+    text = [u for d in dialogues(60) for u in d]
+    return train_tokenizer(text, tmp_path / "tok", vocab_size=80, max_sentences=10000)
+
+
+def test_special_ids_roundtrip_and_sep(tmp_path):
+    tok = _tokenizer(tmp_path)
+    assert tok.sp.pad_id() == PAD_ID and tok.sp.bos_id() == BOS_ID and tok.sp.eos_id() == EOS_ID
+    assert tok.sp.unk_id() == 0
+    s = "how are you doing today"
+    assert tok.decode(tok.encode(s)) == s
+    ids = tok.encode(f"hi {SEP} hello")
+    assert ids.count(tok.sep_id) == 1  # the separator is one piece
+    assert tok.decode(tok.encode(s) + [EOS_ID] + tok.encode("never")) == s  # decoding stops at eos
+    assert tok.hash == Tokenizer.load(tok.path).hash
+
+
+def test_truncation_keeps_eos_and_recent_context(tmp_path):
+    tok = _tokenizer(tmp_path)
+    long = " ".join(["hello"] * 50)
+    ctx, resp = encode_pairs(tok, [long + " weather"], [long], max_len=8)
+    assert len(ctx[0]) == 8 and ctx[0][-1] == tok.encode("weather")[-1]  # the most recent tokens kept
+    assert len(resp[0]) == 8 and resp[0][-1] == EOS_ID
+
+
+def _dataset(tmp_path, n=200):
+    rng = np.random.default_rng(0)
+    ctx = [list(rng.integers(4, 50, rng.integers(1, 20))) for _ in range(n)]
+    resp = [list(rng.integers(4, 50, rng.integers(1, 15))) + [EOS_ID] for _ in range(n)]
+    save_pairs(tmp_path / "s.npz", ctx, resp, list(range(n)), ["c"] * n, ["r"] * n)
+    return PairDataset.load(tmp_path / "s.npz"), ctx, resp
+
+
+def test_batches_respect_budget_and_cover_every_index_once(tmp_path):
+    data, _, _ = _dataset(tmp_path)
+    lengths = data.lengths()
+    batches = token_budget_batches(lengths, 120, shuffle=True, seed=1)
+    allidx = np.concatenate(batches)
+    assert sorted(allidx.tolist()) == list(range(len(data)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 120
+    assert [b.tolist() for b in token_budget_batches(lengths, 120, shuffle=True, seed=1)] == \
+        [b.tolist() for b in batches]
+    assert [b.tolist() for b in token_budget_batches(lengths, 120, shuffle=True, seed=2)] != \
+        [b.tolist() for b in batches]
+    shards = [shard_batches(batches, r, 2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(batches) // 2
+
+
+def test_collate_shapes_and_teacher_forcing(tmp_path):
+    data, ctx, resp = _dataset(tmp_path)
+    b = collate(data, np.array([0, 1, 2]))
+    assert b["src"].shape[0] == 3 and b["tgt_in"].shape == b["tgt_out"].shape
+    for r in range(3):
+        L = len(resp[r])
+        assert b["tgt_out"][r, :L].tolist() == resp[r]
+        assert b["tgt_in"][r, 0] == BOS_ID and b["tgt_in"][r, 1:L].tolist() == resp[r][:-1]
+        assert bool(b["tgt_mask"][r, :L].all()) and not bool(b["tgt_mask"][r, L:].any())
+        assert b["src"][r, : len(ctx[r])].tolist() == ctx[r] and int(b["src_mask"][r].sum()) == len(ctx[r])
+    assert (b["tgt_out"][~b["tgt_mask"]] == PAD_ID).all()
+    assert torch.equal(b["src"][~b["src_mask"]], torch.full_like(b["src"][~b["src_mask"]], PAD_ID))

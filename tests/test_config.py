@@ -1,0 +1,84 @@
+import pytest
+from support import run_cli
+
+from seqgan import config as C
+from seqgan.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", C.preset_names())
+def test_every_preset_loads_and_validates(name):
+    cfg = C.load_config(name)
+    assert cfg.name == name
+    C.validate(cfg)
+    assert C.from_dict(C.to_dict(cfg)) == cfg  # round trip through the YAML form
+
+
+def test_presets_include_the_documented_ones():
+    assert {"chitchat-cpu", "dailydialog-base", "tiny", "oracle-paper", "oracle-quick"} <= set(C.preset_names())
+    base = C.load_config("dailydialog-base").model.generator
+    assert (base.embed_dim, base.hidden_dim, base.ff_dim, base.num_layers, base.num_heads, base.max_len) == \
+        (128, 256, 512, 3, 8, 100)
+    assert base.share_layers and C.load_config("dailydialog-base").tokenizer.vocab_size == 10000
+
+
+def test_overrides_set_nested_values_with_types():
+    cfg = C.load_config("tiny", ["pretrain.lr=0.5", "model.generator.num_layers=4", "data.max_dialogues=null",
+                                 "adversarial.objective=penalty", "data.split=[0.8, 0.1, 0.1]"])
+    assert cfg.pretrain.lr == 0.5 and cfg.model.generator.num_layers == 4
+    assert cfg.data.max_dialogues is None and cfg.adversarial.objective == "penalty"
+    assert cfg.data.split == [0.8, 0.1, 0.1]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pretrain.lrr=1", "unknown config key 'pretrain.lrr'"),
+    ("nosection.x=1", "unknown config key 'nosection'"),
+    ("pretrain.lr=fast", "pretrain.lr: expected a number"),
+    ("pretrain.epochs=1.5", "pretrain.epochs: expected an integer"),
+    ("model.generator.share_layers=maybe", "model.generator.share_layers: expected true or false"),
+    ("adversarial.objective=wgan", "adversarial.objective: must be one of"),
+    ("data.split=[0.5, 0.5]", "data.split"),
+    ("model.generator.num_heads=3", "must divide by num_heads"),
+    ("pretrain.lr", "must look like section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        C.load_config("tiny", [override])
+
+
+def test_bad_override_through_cli_exits_2_with_one_line(tmp_path, capsys):
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", tmp_path / "r", "pretrain.lr=abc") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pretrain.lr: expected a number" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_preset_and_missing_yaml(tmp_path, capsys):
+    assert run_cli("prepare", "--config", "nope", "--run-dir", tmp_path / "r") == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert run_cli("prepare", "--config", str(tmp_path / "x.yaml"), "--run-dir", tmp_path / "r") == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_yaml_config_file(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("name: mine\npretrain:\n  epochs: 7\n")
+    name, _ = C.resolve_preset(str(p))
+    assert name == "mine" and C.load_config(str(p)).pretrain.epochs == 7
+    p.write_text("pretrain: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        C.load_config(str(p))
+
+
+def test_run_refuses_conflicting_frozen_config_naming_keys(tiny_run, capsys):
+    rc = run_cli("prepare", "--config", "tiny", "--run-dir", tiny_run, "data.corpus=jsonl",
+                 "model.generator.hidden_dim=64", "tokenizer.vocab_size=99")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "model.generator.hidden_dim" in err and "tokenizer.vocab_size" in err and "data.path" in err
+
+
+def test_run_reads_its_own_config_when_no_preset_given(tiny_run):
+    from seqgan.cli import build_parser, make_context
+
+    ctx = make_context(build_parser().parse_args(["evaluate", "--run-dir", str(tiny_run), "pretrain.lr=0.1"]))
+    assert ctx.cfg.name == "tiny" and ctx.cfg.data.corpus == "jsonl" and ctx.cfg.pretrain.lr == 0.1
