@@ -413,6 +413,10 @@ def validate(cfg: Config) -> None:
         m = getattr(cfg.model, key.split(".")[1])
         if m.arch == "transformer" and m.hidden_dim % m.num_heads:
             raise ConfigError(f"{key}.hidden_dim ({m.hidden_dim}) must divide by num_heads ({m.num_heads})")
+    g = cfg.model.generator
+    if g.arch == "transformer" and g.max_len < max(cfg.data.max_len, cfg.sample.max_len):
+        raise ConfigError(f"model.generator.max_len ({g.max_len}) must be at least data.max_len "
+                          f"({cfg.data.max_len}) and sample.max_len ({cfg.sample.max_len})")
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")

@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqgan.models.transformer import (
+    Attention,
+    Embeddings,
+    EncoderLayer,
+    FeedForward,
+    Stack,
+    init_weights,
+    num_params,
+    padding_mask,
+)
+
 
 @dataclass
 class DiscriminatorConfig:
@@ -25,3 +40,65 @@ class DiscriminatorConfig:
     num_filters: list[int] = field(
         default_factory=lambda: [100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160]
     )
+
+
+class CrossBlock(nn.Module):
+    """The response attends to the context: x + CrossAttn(LN(x), context), then x + FF(LN(x))."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(hidden_dim), nn.LayerNorm(hidden_dim)
+        self.attn = Attention(hidden_dim, num_heads, dropout)
+        self.ff = FeedForward(hidden_dim, ff_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), memory, memory_mask))
+        return x + self.ff(self.ln2(x))
+
+
+class TransformerDiscriminator(nn.Module):
+    """Context and response encoded by the same shared encoder (both are utterances of one
+    language, and sharing halves the parameters), the response attends to the context, masked
+    mean pooling over the response, an MLP, one logit. Unconditional: the response alone."""
+
+    def __init__(self, cfg: DiscriminatorConfig):
+        super().__init__()
+        self.config = cfg
+        H = cfg.hidden_dim
+        self.embed = Embeddings(cfg.vocab_size, cfg.embed_dim, H, cfg.max_len, cfg.dropout)
+        self.encoder = Stack(lambda: EncoderLayer(H, cfg.num_heads, cfg.ff_dim, cfg.dropout), cfg.num_layers,
+                             cfg.share_layers)
+        self.norm = nn.LayerNorm(H)
+        self.cross = CrossBlock(H, cfg.num_heads, cfg.ff_dim, cfg.dropout) if cfg.conditional else None
+        self.head = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, H), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(H, 1))
+        init_weights(self)
+
+    def num_parameters(self) -> int:
+        return num_params(self)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.embed(x)
+        m = padding_mask(mask)
+        for i in range(self.encoder.num_layers):
+            h = self.encoder.layer(i)(h, m)
+        return self.norm(h)
+
+    def forward(self, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, resp: torch.Tensor,
+                resp_mask: torch.Tensor) -> torch.Tensor:
+        """resp: ids (B, T) or a distribution over the vocabulary per position (B, T, V) -> logits (B,)."""
+        resp = resp[:, : self.config.max_len]
+        resp_mask = resp_mask[:, : self.config.max_len]
+        h = self.encode(resp, resp_mask)  # (B, T, H)
+        if self.cross is not None:
+            ctx, ctx_mask = ctx[:, -self.config.max_len :], ctx_mask[:, -self.config.max_len :]
+            memory = self.encode(ctx, ctx_mask)
+            h = self.cross(h, memory, padding_mask(ctx_mask))
+        m = resp_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
+        return self.head(pooled).squeeze(-1)
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """BCE-with-logits against 1 (real) / 0 (generated), optionally smoothed towards 0.5."""
+    return F.binary_cross_entropy_with_logits(logits, labels * (1 - smoothing) + 0.5 * smoothing)

@@ -1,0 +1,133 @@
+"""The sampling API used everywhere (generation, rollouts, chat, serving, evaluation).
+
+Works with any generator that implements `start(src, src_mask, batch_size) -> state`,
+`step(state, tokens (B, k)) -> logits (B, k, V)` and `state.select(index)`: batched, KV-cached,
+greedy / temperature / top-k / top-p / beam search, per-row stop at eos, seeded by a
+`torch.Generator`. Outputs are ids without the leading bos, eos included, pad after it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the top_k largest logits and the smallest set whose probability reaches top_p. (B, V)"""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach top_p (the first is always kept)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    return logits
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from next-token logits (B, V); temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    if generator is not None and generator.device != probs.device:
+        u = torch.rand(probs.shape[0], 1, generator=generator).to(probs.device)
+        return torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.shape[-1] - 1).squeeze(1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *, temperature: float = 1.0,
+                      top_k: int = 0, top_p: float = 1.0, eos_id: int | None = 3, pad_id: int = 1,
+                      generator: torch.Generator | None = None, done: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample `steps` tokens onward from `state` whose next-token logits (B, V) are given. (B, steps)
+
+    Rows already done (or done on eos) emit pad; the loop ends early when every row is done.
+    """
+    B = logits.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=logits.device) if done is None else done.clone()
+    out = torch.full((B, steps), pad_id, dtype=torch.long, device=logits.device)
+    for i in range(steps):
+        tok = pick_tokens(logits, temperature, top_k, top_p, generator)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        out[:, i] = tok
+        if eos_id is not None:
+            done = done | (tok == eos_id)
+            if bool(done.all()):
+                break
+        if i + 1 < steps:
+            logits = gen.step(state, tok[:, None])[:, -1]
+    return out
+
+
+def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop trailing columns that are pad in every row (keeps at least one column)."""
+    keep = (tokens != pad_id).any(0).nonzero()
+    width = int(keep.max()) + 1 if keep.numel() else 1
+    return tokens[:, :width]
+
+
+@torch.no_grad()
+def sample(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None, *, max_len: int,
+           strategy: str = "sample", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           num_beams: int = 4, batch_size: int | None = None, bos_id: int = 2, eos_id: int | None = 3,
+           pad_id: int = 1, generator: torch.Generator | None = None, length_penalty: float = 1.0) -> torch.Tensor:
+    """Responses (B, T <= max_len) for contexts src (B, S), or batch_size unconditional sequences."""
+    if strategy == "beam" and num_beams > 1:
+        return beam_search(gen, src, src_mask, max_len=max_len, num_beams=num_beams, batch_size=batch_size,
+                           bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, length_penalty=length_penalty)
+    if strategy in ("greedy", "beam"):
+        temperature = 0.0
+    B = src.shape[0] if src is not None else batch_size
+    state = gen.start(src, src_mask, batch_size=B)
+    device = src.device if src is not None else next(gen.parameters()).device
+    bos = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
+    logits = gen.step(state, bos)[:, -1]
+    tokens = continue_sampling(gen, state, logits, max_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                               eos_id=eos_id, pad_id=pad_id, generator=generator)
+    return _trim(tokens, pad_id) if eos_id is not None else tokens
+
+
+@torch.no_grad()
+def beam_search(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None, *, max_len: int,
+                num_beams: int = 4, batch_size: int | None = None, bos_id: int = 2, eos_id: int | None = 3,
+                pad_id: int = 1, length_penalty: float = 1.0) -> torch.Tensor:
+    """The best of num_beams hypotheses per row by sum log-prob / length ** length_penalty. (B, T)"""
+    B = src.shape[0] if src is not None else batch_size
+    K = num_beams
+    device = src.device if src is not None else next(gen.parameters()).device
+    state = gen.start(src, src_mask, batch_size=B).select(torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one
+    tokens = torch.full((B, K, 0), pad_id, dtype=torch.long, device=device)
+    lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+    done = torch.zeros(B, K, dtype=torch.bool, device=device)
+    inp = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    for _ in range(max_len):
+        logp = torch.log_softmax(gen.step(state, inp)[:, -1].float(), dim=-1).view(B, K, -1)  # (B, K, V)
+        V = logp.shape[-1]
+        # a finished beam continues with pad at no cost, and only with pad
+        fin = torch.full_like(logp, float("-inf"))
+        fin[..., pad_id] = 0.0
+        logp = torch.where(done[..., None], fin, logp)
+        cand = (scores[..., None] + logp).view(B, K * V)
+        top, idx = cand.topk(K, dim=-1)  # (B, K)
+        beam, tok = idx // V, idx % V
+        scores = top
+        tokens = torch.cat([tokens.gather(1, beam[..., None].expand(-1, -1, tokens.shape[2])), tok[..., None]], 2)
+        prev_done = done.gather(1, beam)
+        lengths = lengths.gather(1, beam) + (~prev_done).long()
+        done = prev_done | (tok == eos_id) if eos_id is not None else prev_done
+        flat = (beam + torch.arange(B, device=device)[:, None] * K).view(-1)
+        state = state.select(flat)
+        inp = tok.view(-1, 1)
+        if bool(done.all()):
+            break
+    norm = scores / lengths.clamp(min=1).float() ** length_penalty
+    best = norm.argmax(-1)  # (B,)
+    out = tokens[torch.arange(B, device=device), best]
+    return _trim(out, pad_id) if eos_id is not None else out
