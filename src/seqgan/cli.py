@@ -206,9 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     except SeqGANError as e:
         print(f"seqgan {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
-        print(f"seqgan {args.command}: stopped: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        from seqgan.training.signals import Interrupted
+
+        if isinstance(e, Interrupted):
+            print(f"seqgan {args.command}: stopped: {e}", file=sys.stderr)
+            return e.exit_code
+        if isinstance(e, FloatingPointError):
+            print(f"seqgan {args.command}: stopped: {e}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return 130

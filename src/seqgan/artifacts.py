@@ -1,0 +1,74 @@
+"""Load what a run has produced: tokenizer, generators and discriminators, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seqgan.config import Config
+from seqgan.data.tokenizer import Tokenizer
+from seqgan.errors import CheckpointError, SeqGANError
+from seqgan.models import build_discriminator, build_generator
+from seqgan.rundir import RunDir
+from seqgan.training.checkpoint import load_checkpoint, load_model_state
+from seqgan.training.discriminator import discriminator_config
+from seqgan.training.mle import generator_config
+
+GENERATOR_STAGES = {"pretrained": "generator", "adversarial": "adversarial"}
+
+
+def load_tokenizer(run: RunDir) -> Tokenizer:
+    if not run.spm_model.exists():
+        raise SeqGANError(f"{run.root} has no tokenizer yet; run 'seqgan prepare --run-dir {run.root}' first")
+    return Tokenizer.load(run.spm_model)
+
+
+def generator_path(run: RunDir, which: str | None) -> tuple[str, Path]:
+    """Resolve pretrained | adversarial | PATH (None: adversarial if present, else pretrained)."""
+    if which is None:
+        which = "adversarial" if run.checkpoint("adversarial", "best").exists() else "pretrained"
+    if which in GENERATOR_STAGES:
+        path = run.checkpoint(GENERATOR_STAGES[which], "best")
+        if not path.exists():
+            hint = "seqgan pretrain generator" if which == "pretrained" else "seqgan train"
+            raise SeqGANError(f"{run.root} has no {which} generator yet; run '{hint} --run-dir {run.root}' first")
+        return which, path
+    return "custom", Path(which)
+
+
+def load_generator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch.device,
+                   which: str | None = None) -> tuple[nn.Module, str]:
+    """A generator in eval mode from the run's best pretrained/adversarial checkpoint or a path."""
+    name, path = generator_path(run, which)
+    ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
+    if "model" not in ckpt:
+        raise CheckpointError(f"{path} holds no generator")
+    model = build_generator(generator_config(cfg, tokenizer.vocab_size))
+    load_model_state(model, ckpt["model"], path)
+    return model.to(device).eval(), name
+
+
+def load_discriminator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch.device,
+                       which: str = "best") -> tuple[nn.Module, dict]:
+    """The pretrained discriminator and its checkpoint (for the optimizer state)."""
+    path = run.checkpoint("discriminator", which)
+    if not path.exists():
+        raise SeqGANError(f"{run.root} has no pretrained discriminator yet; "
+                          f"run 'seqgan pretrain discriminator --run-dir {run.root}' first")
+    ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
+    model = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size))
+    load_model_state(model, ckpt["model"], path)
+    return model.to(device), ckpt
+
+
+def adversarial_discriminator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch.device) -> nn.Module | None:
+    """The discriminator at the end of adversarial training, if there is one."""
+    path = run.checkpoint("adversarial", "last")
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
+    model = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size))
+    load_model_state(model, ckpt["discriminator"], path)
+    return model.to(device).eval()

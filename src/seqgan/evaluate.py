@@ -1,0 +1,156 @@
+"""`seqgan evaluate`: the metrics table of a run's generators (pretrained and adversarial).
+
+For each generator: test NLL and perplexity (teacher forcing), then one sampled response per
+test context (eval.max_pairs of them, a fixed seeded subset) scored by corpus BLEU-1..4 against
+the references, distinct-1/2, mean length, repetition rate, Self-BLEU-4, the run's final
+discriminator (accuracy and fooling rate), and a classifier two-sample test: a fresh
+discriminator trained on half of (real, generated) and tested on the other half; an accuracy
+near 0.5 means the generated responses are hard to tell from real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqgan import artifacts
+from seqgan.config import Config
+from seqgan.data.dataset import PairDataset
+from seqgan.metrics.bleu import corpus_bleu, self_bleu
+from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
+from seqgan.models import build_discriminator
+from seqgan.rundir import RunDir, atomic_write_text
+from seqgan.training import discriminator as dtrain
+from seqgan.training.generate import contexts_of, generate_responses
+from seqgan.training.mle import validation_nll
+from seqgan.training.optim import make_adamw
+
+ROWS = [
+    ("test_ppl", "test perplexity", "{:.2f}"),
+    ("bleu_1", "BLEU-1", "{:.2f}"),
+    ("bleu_2", "BLEU-2", "{:.2f}"),
+    ("bleu_4", "BLEU-4", "{:.2f}"),
+    ("distinct_1", "distinct-1", "{:.4f}"),
+    ("distinct_2", "distinct-2", "{:.4f}"),
+    ("self_bleu_4", "Self-BLEU-4", "{:.4f}"),
+    ("mean_length", "mean length (tokens)", "{:.1f}"),
+    ("repetition_rate", "repetition rate", "{:.4f}"),
+    ("d_accuracy", "D accuracy", "{:.3f}"),
+    ("fooling_rate", "D fooling rate", "{:.3f}"),
+    ("two_sample_accuracy", "two-sample test accuracy", "{:.3f}"),
+]
+
+
+def _content(ids: np.ndarray, eos_id: int = 3) -> list[int]:
+    return [int(t) for t in ids if t != eos_id]
+
+
+def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray],
+                    device: torch.device, epochs: int = 3) -> float:
+    """Held-out accuracy of a fresh discriminator trained to separate real from generated responses."""
+    rng = np.random.default_rng(cfg.runtime.seed + 13)
+    torch.manual_seed(cfg.runtime.seed + 13)
+    perm = rng.permutation(len(idx))
+    half = len(idx) // 2
+    if half < 2:
+        return math.nan
+    fit_i, test_i = perm[:half], perm[half:]
+    model = build_discriminator(replace(cfg.model.discriminator, vocab_size=vocab_size)).to(device)
+    opt = make_adamw(model, cfg.discriminator.lr * 3, cfg.discriminator.weight_decay)
+    fit = dtrain.build_examples(data, idx[fit_i], [fakes[i] for i in fit_i], 0.0, rng)
+    test = dtrain.build_examples(data, idx[test_i], [fakes[i] for i in test_i], 0.0, rng)
+    dtrain.train_epochs(model, opt, fit, epochs, cfg.discriminator, device, rng)
+    return dtrain.evaluate(model, test, device)["accuracy"]
+
+
+def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset, idx: np.ndarray,
+                       disc: nn.Module | None, device: torch.device) -> tuple[dict, list[np.ndarray]]:
+    nll = validation_nll(gen, data, cfg.pretrain.batch_tokens * 2, device)
+    g = torch.Generator().manual_seed(cfg.runtime.seed + 21)
+    fakes = generate_responses(gen, contexts_of(data, idx), cfg.sample, device, g,
+                               progress=cfg.runtime.progress, desc="evaluate: sampling")
+    hyps = [tokenizer.decode(f.tolist()) for f in fakes]
+    refs = [data.response_text(int(i)) for i in idx]
+    toks = [_content(f) for f in fakes]
+    m = {"test_nll": nll, "test_ppl": math.exp(min(nll, 50))}
+    m.update(corpus_bleu(hyps, refs))
+    m.update({"distinct_1": distinct_n(toks, 1), "distinct_2": distinct_n(toks, 2),
+              "self_bleu_4": self_bleu(toks, 4, max_samples=500), "mean_length": mean_length(toks),
+              "repetition_rate": repetition_rate(toks)})
+    if disc is not None:
+        ex = dtrain.build_examples(data, idx, fakes, 0.0, np.random.default_rng(0))
+        d = dtrain.evaluate(disc, ex, device)
+        m.update({"d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]})
+    if cfg.eval.two_sample_test:
+        m["two_sample_accuracy"] = two_sample_test(cfg, tokenizer.vocab_size, data, idx, fakes, device)
+    return m, fakes
+
+
+def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> dict:
+    data = PairDataset.load(run.split_path(cfg.eval.split))
+    rng = np.random.default_rng(cfg.runtime.seed + 7)
+    n = len(data) if cfg.eval.max_pairs is None else min(len(data), cfg.eval.max_pairs)
+    idx = np.sort(rng.permutation(len(data))[:n])
+    disc = artifacts.adversarial_discriminator(cfg, run, tokenizer, device)
+    if disc is None and run.checkpoint("discriminator", "best").exists():
+        disc = artifacts.load_discriminator(cfg, run, tokenizer, device)[0].eval()
+    result: dict = {"run": str(run.root), "split": cfg.eval.split, "pairs": int(n), "generators": {}, "examples": []}
+    samples = {}
+    for which in ("pretrained", "adversarial"):
+        try:
+            gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, which)
+        except Exception as e:  # noqa: BLE001 - a missing stage is reported, not fatal
+            if which == "pretrained":
+                raise
+            print(f"evaluate: no adversarial generator ({e})", file=sys.stderr)
+            continue
+        metrics, fakes = evaluate_generator(cfg, gen, tokenizer, data, idx, disc, device)
+        result["generators"][which] = {k: round(float(v), 5) for k, v in metrics.items()}
+        samples[which] = fakes
+    for j in range(min(cfg.eval.num_examples, n)):
+        i = int(idx[j])
+        ex = {"context": data.context_text(i), "reference": data.response_text(i)}
+        for which, fakes in samples.items():
+            ex[which] = tokenizer.decode(fakes[j].tolist())
+        result["examples"].append(ex)
+    atomic_write_text(run.eval_path, json.dumps(result, indent=2) + "\n")
+    run.log("evaluate", **{f"{w}_{k}": v for w, m in result["generators"].items() for k, v in m.items()})
+    print(format_table({str(run.root): result}), file=sys.stderr)
+    print(format_examples(result), file=sys.stderr)
+    return result
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Metric rows x (run, generator) columns as a plain-text table."""
+    cols = [(run, g) for run, r in results.items() for g in r["generators"]]
+    multi = len(results) > 1
+    head = ["metric"] + [f"{run}:{g}" if multi else g for run, g in cols]
+    rows = [head]
+    for key, label, fmt in ROWS:
+        vals = [results[run]["generators"][g].get(key) for run, g in cols]
+        if all(v is None for v in vals):
+            continue
+        rows.append([label] + [("-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+                               for v in vals])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def format_examples(result: dict) -> str:
+    out = []
+    for ex in result["examples"]:
+        out.append(f"\ncontext:     {ex['context']}")
+        for k in ("pretrained", "adversarial"):
+            if k in ex:
+                out.append(f"{k + ':':<13}{ex[k]}")
+        out.append(f"reference:   {ex['reference']}")
+    return "\n".join(out)

@@ -1,0 +1,83 @@
+"""`seqgan plot`: PNG curves of a run's metrics.jsonl (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from seqgan.errors import SeqGANError
+from seqgan.rundir import RunDir
+
+# (file name, title, [(stage, x key, y key, label)], reference lines)
+PANELS = [
+    ("pretrain_generator.png", "generator MLE",
+     [("pretrain_generator", "step", "loss", "train loss"), ("pretrain_generator", "step", "valid_nll", "valid NLL")], []),
+    ("discriminator.png", "discriminator pretraining",
+     [("pretrain_discriminator", "round", "valid_accuracy", "valid accuracy"),
+      ("pretrain_discriminator", "round", "valid_auc", "valid AUC")], []),
+    ("adversarial.png", "adversarial training",
+     [("adversarial", "step", "reward", "mean reward"), ("adversarial", "step", "d_accuracy", "D accuracy"),
+      ("adversarial", "step", "val_fooling_rate", "valid fooling rate")], []),
+    ("adversarial_ppl.png", "adversarial: validation perplexity",
+     [("adversarial", "step", "val_valid_ppl", "valid perplexity")], []),
+]
+ORACLE_LINES = [(9.038, "paper MLE 9.038"), (8.736, "paper SeqGAN 8.736")]
+
+
+def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None = None) -> tuple[list, list]:
+    xs, ys = [], []
+    for r in records:
+        if r.get("stage") != stage or y not in r or x not in r:
+            continue
+        if phase is not None and r.get("phase") != phase:
+            continue
+        v = r[y]
+        if isinstance(v, int | float) and math.isfinite(v):
+            xs.append(r[x])
+            ys.append(v)
+    return xs, ys
+
+
+def plot_run(run: RunDir) -> dict:
+    """Write one PNG per panel that has data; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = run.read_metrics()
+    if not records:
+        raise SeqGANError(f"{run.metrics_path} is missing or empty: nothing to plot")
+    run.plots_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    def panel(name: str, title: str, series: list[tuple[list, list, str]], refs: list[tuple[float, str]],
+              xlabel: str) -> None:
+        series = [s for s in series if s[0]]
+        if not series:
+            return
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for xs, ys, label in series:
+            ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=label)
+        for yv, label in refs:
+            ax.axhline(yv, linestyle="--", linewidth=1, color="gray")
+            ax.text(ax.get_xlim()[0], yv, f" {label}", va="bottom", fontsize=8, color="gray")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = Path(run.plots_dir) / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(str(path))
+
+    for name, title, specs, refs in PANELS:
+        series = [(*_series(records, st, x, y), label) for st, x, y, label in specs]
+        panel(name, title, series, refs, specs[0][1])
+    oracle = [(*_series(records, "oracle", "index", "nll_oracle", "mle"), "MLE (epoch)"),
+              (*_series(records, "oracle", "index", "nll_oracle", "adversarial"), "SeqGAN (round)")]
+    panel("oracle_nll.png", "NLL-oracle", oracle, ORACLE_LINES, "epoch / adversarial round")
+    if not written:
+        raise SeqGANError(f"{run.metrics_path} has no metrics to plot yet")
+    return {"plots": written}

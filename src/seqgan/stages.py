@@ -1,0 +1,158 @@
+"""The pipeline's stages as functions of (config, run directory): what the CLI and `seqgan run` call.
+
+Each stage checks its prerequisites (one clear line naming the command to run first), locks the
+run directory, writes the resolved config, and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from seqgan import artifacts
+from seqgan.config import Config
+from seqgan.data.dataset import PairDataset
+from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from seqgan.runtime import setup
+from seqgan.training.generate import contexts_of, generate_responses
+from seqgan.training.signals import StopFlag
+
+SPLITS = ("train", "valid", "test")
+
+
+def say(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:
+    device = setup(cfg.runtime)
+    tokenizer = artifacts.load_tokenizer(run)
+    run.write_config(cfg)
+    return device, tokenizer
+
+
+def pretrain_generator(cfg: Config, run: RunDir) -> dict:
+    from seqgan.training.mle import pretrain_generator as fit
+
+    with run.lock():
+        device, tokenizer = _begin(cfg, run)
+        t0 = time.monotonic()
+        with StopFlag() as stop:
+            out = fit(cfg, run, device, tokenizer, stop=stop)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+    say(f"generator: best validation perplexity {out['best_valid_ppl']:.2f} after {out['step']} steps "
+        f"({out['parameters']:,} parameters) -> {out['checkpoint']}")
+    return out
+
+
+def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | None = None) -> dict:
+    """Sample one response per context of `split` with the best pretrained (or adversarial) generator."""
+    if split not in SPLITS:
+        from seqgan.errors import SeqGANError
+
+        raise SeqGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    with run.lock():
+        device, tokenizer = _begin(cfg, run)
+        gen, which = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
+        data = PairDataset.load(run.split_path(split))
+        n = len(data) if max_pairs is None else min(len(data), max_pairs)
+        g = torch.Generator().manual_seed(cfg.runtime.seed + 11)
+        t0 = time.monotonic()
+        fakes = generate_responses(gen, contexts_of(data, np.arange(n)), cfg.sample, device, g,
+                                   progress=cfg.runtime.progress, desc=f"generate {split}")
+        seconds = time.monotonic() - t0
+        lines = []
+        for i, f in enumerate(fakes):
+            ctx, ref = data.context_text(i), data.response_text(i)
+            lines.append(f"{_tsv(ctx)}\t{_tsv(tokenizer.decode(f.tolist()))}\t{_tsv(ref)}")
+        run.samples_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.samples_dir / f"{split}.txt", "\n".join(lines) + "\n")
+        flat = np.concatenate(fakes) if fakes else np.zeros(0, np.int32)
+        offsets = np.concatenate([[0], np.cumsum([len(f) for f in fakes])]).astype(np.int64)
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, ids=flat.astype(np.int32), offsets=offsets, generator=which)
+        atomic_write_bytes(run.samples_dir / f"{split}.npz", buf.getvalue())
+    out = {"split": split, "samples": n, "seconds": round(seconds, 1), "samples_per_s": round(n / max(seconds, 1e-9), 1),
+           "path": str(run.samples_dir / f"{split}.txt")}
+    run.log("generate", **out)
+    say(f"generated {n:,} responses for {split} in {seconds:.1f} s ({out['samples_per_s']:,.0f}/s) -> {out['path']}")
+    return out
+
+
+def _tsv(s: str) -> str:
+    return s.replace("\t", " ").replace("\n", " ")
+
+
+def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
+    from seqgan.training.discriminator import pretrain_discriminator as fit
+
+    with run.lock():
+        device, tokenizer = _begin(cfg, run)
+        gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
+        t0 = time.monotonic()
+        with StopFlag() as stop:
+            out = fit(cfg, run, device, tokenizer, gen, stop=stop)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+    v = out.get("valid") or {}
+    if v:
+        say(f"discriminator: validation accuracy {v['accuracy']:.3f}, AUC {v['auc']:.3f}")
+    return out
+
+
+def train(cfg: Config, run: RunDir) -> dict:
+    from seqgan.training.adversarial import train_adversarial
+    from seqgan.training.optim import make_adamw
+
+    with run.lock():
+        device, tokenizer = _begin(cfg, run)
+        gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
+        gen.train()
+        disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
+        d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
+        d_opt.load_state_dict(dckpt["optimizer"])
+        t0 = time.monotonic()
+        with StopFlag() as stop:
+            out = train_adversarial(cfg, run, device, tokenizer, gen, disc, d_opt, stop=stop)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+    return out
+
+
+def evaluate(cfg: Config, run: RunDir) -> dict:
+    from seqgan.evaluate import evaluate_run
+
+    with run.lock():
+        device, tokenizer = _begin(cfg, run)
+        return evaluate_run(cfg, run, device, tokenizer)
+
+
+def run_all(cfg: Config, run: RunDir) -> dict:
+    """Every stage in order; each finished stage is skipped, an interrupted one resumes."""
+    from seqgan.data.prepare import prepare
+
+    results: dict = {}
+    t0 = time.monotonic()
+    say(f"[1/6] prepare -> {run.root}")
+    with run.lock():
+        results["prepare"] = prepare(cfg, run)
+    say("[2/6] pretrain generator (MLE)")
+    results["pretrain_generator"] = pretrain_generator(cfg, run)
+    samples = run.samples_dir / "valid.txt"
+    say("[3/6] generate (validation contexts)")
+    if samples.exists() and samples.stat().st_mtime >= run.checkpoint("generator", "best").stat().st_mtime:
+        say("      samples up to date")
+    else:
+        results["generate"] = generate(cfg, run, "valid")
+    say("[4/6] pretrain discriminator")
+    results["pretrain_discriminator"] = pretrain_discriminator(cfg, run)
+    say(f"[5/6] adversarial training (objective {cfg.adversarial.objective})")
+    results["train"] = train(cfg, run)
+    say("[6/6] evaluate")
+    results["evaluate"] = evaluate(cfg, run)
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    say(f"done in {results['seconds'] / 60:.1f} min; run directory {run.root}")
+    return results

@@ -1,0 +1,238 @@
+"""Adversarial training, read top to bottom: g-steps (SeqGAN policy gradient or the penalty
+objective), then d-steps on fresh negatives, validation, checkpoints, exact resume.
+
+`objective: seqgan` (the paper): Y ~ G; Q_t from Monte-Carlo rollouts of a rollout policy that
+trails G; loss = -sum_t log G(y_t|..) (Q_t - b). `objective: penalty` (the original project's
+idea, made to work): CE(real pair) + lambda E_{y~G}[-log D(x, y)], its gradient by REINFORCE or
+by straight-through Gumbel-softmax samples fed to D as distributions. G runs without dropout in
+the g-steps so that the log-probabilities are those of the policy that sampled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from seqgan.config import Config, to_dict
+from seqgan.data.batching import collate
+from seqgan.data.dataset import PairDataset
+from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqgan.metrics.diversity import distinct_n
+from seqgan.models.sampling import sample
+from seqgan.rundir import RunDir
+from seqgan.training import discriminator as dtrain
+from seqgan.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from seqgan.training.generate import contexts_of, generate_responses
+from seqgan.training.mle import mle_loss, to_device, validation_nll
+from seqgan.training.optim import grads_finite
+from seqgan.training.policy import (
+    apply_baseline,
+    entropy,
+    kl_to_reference,
+    length_mask,
+    policy_gradient_loss,
+    sequence_lengths,
+    straight_through_gumbel,
+    token_log_probs,
+)
+from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
+from seqgan.training.signals import Interrupted, StopFlag
+
+STAGE = "adversarial"
+
+
+def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module, ref: nn.Module | None,
+                batch: dict, g: torch.Generator, running: float | None) -> tuple[torch.Tensor, dict, float | None]:
+    """The generator's adversarial loss on one batch of contexts; returns (loss, stats, running baseline)."""
+    a = cfg.adversarial
+    src, src_mask = batch["src"], batch["src_mask"]
+    gen.eval()  # no dropout: the log-probs below must be those of the policy that samples
+    with torch.no_grad():
+        seqs = sample(gen, src, src_mask, max_len=cfg.sample.max_len, strategy="sample", temperature=a.temperature,
+                      bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g)  # (B, T)
+    lengths = sequence_lengths(seqs, EOS_ID)
+    mask = length_mask(lengths, seqs.shape[1])
+    logp, logp_full = token_log_probs(gen, src, src_mask, seqs, BOS_ID, a.temperature)  # (B, T), (B, T, V)
+    stats: dict = {"sample_len": float(lengths.float().mean())}
+
+    if a.objective == "seqgan":
+        rewards = rollout_rewards(rollout, discriminator_reward(disc), src, src_mask, seqs, a.rollouts,
+                                  max_len=cfg.sample.max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
+                                  temperature=a.temperature, chunk_rows=a.rollout_chunk, generator=g)
+        adv, running = apply_baseline(rewards, mask, a.baseline, running, a.baseline_decay, a.normalize_rewards)
+        loss = policy_gradient_loss(logp, adv, mask)
+        stats["reward"] = float(rewards[mask].mean())
+        stats["d_real_prob"] = float(rewards[torch.arange(len(seqs)), lengths - 1].mean())
+    else:  # penalty: CE on the real pair + lambda * E_{y~G}[-log D(x, y)]
+        resp_mask = mask
+        if a.estimator == "reinforce":
+            with torch.no_grad():
+                cost = F.softplus(-disc(src, src_mask, seqs, resp_mask).float())  # -log D(x, y), (B,)
+            rewards = (-cost)[:, None].expand_as(logp) * mask  # every token gets the sequence's reward
+            adv, running = apply_baseline(rewards, mask, "moving_average" if a.baseline == "moving_average"
+                                          else a.baseline, running, a.baseline_decay, a.normalize_rewards)
+            penalty = policy_gradient_loss(logp, adv, mask)
+        else:  # gumbel: straight-through samples fed to D as distributions over the vocabulary
+            logits = gen(src, src_mask, torch.cat([torch.full_like(seqs[:, :1], BOS_ID), seqs[:, :-1]], 1))
+            soft = straight_through_gumbel(logits / a.temperature, seqs, a.gumbel_tau, g)  # (B, T, V)
+            cost = F.softplus(-disc(src, src_mask, soft, resp_mask).float())
+            penalty = cost.mean()
+        loss = mle_loss(gen, batch)[0] + a.penalty_lambda * penalty
+        stats["reward"] = float(-cost.detach().mean())
+        stats["d_real_prob"] = float(torch.exp(-cost.detach()).mean())
+
+    if a.objective == "seqgan" and a.mle_every > 0 and batch["step"] % a.mle_every == 0:
+        loss = loss + a.mle_weight * mle_loss(gen, batch)[0]
+    if a.entropy_coef > 0:
+        loss = loss - a.entropy_coef * entropy(logp_full, mask)
+    if a.kl_coef > 0 and ref is not None:
+        with torch.no_grad():
+            _, ref_full = token_log_probs(ref, src, src_mask, seqs, BOS_ID, a.temperature)
+        loss = loss + a.kl_coef * kl_to_reference(logp_full, ref_full, mask)
+    return loss, stats, running
+
+
+@torch.no_grad()
+def validate(cfg: Config, gen: nn.Module, disc: nn.Module, valid: PairDataset, vidx: np.ndarray,
+             vex: dtrain.DExamples | None, device: torch.device) -> dict:
+    """Validation perplexity, distinct-2 of sampled responses, D accuracy and fooling rate."""
+    nll = validation_nll(gen, valid, cfg.pretrain.batch_tokens * 2, device, max_pairs=2000)
+    fakes = generate_responses(gen, contexts_of(valid, vidx), cfg.sample, device,
+                               torch.Generator().manual_seed(cfg.runtime.seed + 3))
+    ex = dtrain.build_examples(valid, vidx, fakes, 0.0, np.random.default_rng(0))
+    d = dtrain.evaluate(disc, ex, device)
+    return {"valid_nll": nll, "valid_ppl": math.exp(min(nll, 50)),
+            "distinct_2": distinct_n([f.tolist() for f in fakes], 2),
+            "d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]}
+
+
+def _better(metric: str, new: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return new < best if metric == "valid_ppl" else new > best
+
+
+def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer, gen: nn.Module,
+                      disc: nn.Module, d_optimizer: torch.optim.Optimizer, stop: StopFlag | None = None) -> dict:
+    """Run (or resume) adversarial training from a pretrained G and D, in place."""
+    a = cfg.adversarial
+    train = PairDataset.load(run.split_path("train"))
+    valid = PairDataset.load(run.split_path("valid"))
+    rollout = copy.deepcopy(gen).eval()
+    for p in rollout.parameters():
+        p.requires_grad_(False)
+    ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
+    g_optimizer = torch.optim.Adam(gen.parameters(), lr=a.lr)
+    g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
+    state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0}
+    last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
+        load_model_state(gen, ckpt["model"], last_path)
+        load_model_state(rollout, ckpt["rollout"], last_path)
+        load_model_state(disc, ckpt["discriminator"], last_path)
+        if ref is not None and "reference" in ckpt:
+            load_model_state(ref, ckpt["reference"], last_path)
+        g_optimizer.load_state_dict(ckpt["optimizer"])
+        d_optimizer.load_state_dict(ckpt["d_optimizer"])
+        state.update(ckpt["state"])
+        set_rng_state(ckpt["rng"], g)
+        if state["step"] < a.steps and state.get("reason") != "time budget":
+            state["complete"] = False
+        if state["complete"]:
+            return {"stage": "adversarial", **state, "already_complete": True}
+
+    def save(path) -> None:
+        extra = {"reference": ref.state_dict()} if ref is not None else {}
+        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
+                        rollout=rollout.state_dict(), discriminator=disc.state_dict(),
+                        optimizer=g_optimizer.state_dict(), d_optimizer=d_optimizer.state_dict(),
+                        state=dict(state), rng=rng_state(g), model_config=to_dict(cfg.model.generator), **extra)
+
+    vrng = np.random.default_rng(cfg.runtime.seed + 5)
+    vidx = vrng.permutation(len(valid))[: min(len(valid), 500)]
+    started = last_save = time.monotonic()
+    bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
+               disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
+    stop_reason = None
+    while state["step"] < a.steps:
+        t0 = time.monotonic()
+        rng = np.random.default_rng([cfg.runtime.seed, 7, state["step"]])
+        stats: dict = {}
+        for _ in range(a.g_steps):
+            idx = rng.choice(len(train), size=min(a.batch_size, len(train)), replace=False)
+            batch = to_device(collate(train, idx), device)
+            batch["step"] = state["step"]
+            loss, stats, state["running"] = g_step_loss(cfg, gen, rollout, disc, ref, batch, g, state["running"])
+            g_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not (torch.isfinite(loss) and grads_finite(gen)):
+                state["nonfinite"] += 1
+                if state["nonfinite"] >= cfg.runtime.max_nonfinite:
+                    raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
+                                             f"checkpoint kept at {last_path}")
+                continue
+            state["nonfinite"] = 0
+            nn.utils.clip_grad_norm_(gen.parameters(), a.grad_clip)
+            g_optimizer.step()
+            if a.objective == "seqgan":
+                update_rollout_policy(rollout, gen, a.rollout_update)
+        g_seconds = time.monotonic() - t0
+        d_fit: dict = {}
+        for k in range(a.d_steps):
+            didx = rng.choice(len(train), size=min(a.d_pairs, len(train)), replace=False)
+            fakes = generate_responses(gen, contexts_of(train, didx), cfg.sample, device, g)
+            ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
+            d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
+                                        np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]))
+        state["step"] += 1
+        samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
+        bar.update(1)
+        bar.set_postfix(reward=f"{stats.get('reward', math.nan):.3f}", d_acc=f"{d_fit.get('accuracy', math.nan):.3f}",
+                        samples_s=f"{samples_s:.1f}")
+        if state["step"] % a.log_every == 0:
+            run.log("adversarial", step=state["step"], loss=round(loss.item(), 4),
+                    **{k: round(v, 4) for k, v in stats.items()},
+                    d_loss=round(d_fit.get("loss", math.nan), 4), d_accuracy=round(d_fit.get("accuracy", math.nan), 4),
+                    g_seconds=round(g_seconds, 2), samples_per_s=round(samples_s, 2))
+        if a.max_minutes is not None and time.monotonic() - started >= 60 * a.max_minutes:
+            stop_reason = "time budget"
+        if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
+            v = validate(cfg, gen, disc, valid, vidx, None, device)
+            run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
+            bar.write(f"adversarial step {state['step']}: valid ppl {v['valid_ppl']:.2f}, distinct-2 "
+                      f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}")
+            if _better(a.best_metric, v[a.best_metric], state["best"]):
+                state["best"] = v[a.best_metric]
+                save(best_path)
+        if state["step"] >= a.steps or stop_reason:
+            state["complete"] = True
+            state["reason"] = stop_reason or "steps"
+        now = time.monotonic()
+        if state["complete"] or state["step"] % cfg.runtime.checkpoint_every == 0 or \
+                now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
+            save(last_path)
+            last_save = now
+        if stop_reason:
+            break
+        if stop is not None and stop.requested:
+            save(last_path)
+            bar.close()
+            raise Interrupted(stop.signame, str(last_path))
+    bar.close()
+    if not best_path.exists():
+        save(best_path)
+    return {"stage": "adversarial", **state, "already_complete": False}

@@ -1,0 +1,99 @@
+"""Self-describing checkpoints, written atomically and loaded without arbitrary pickle execution.
+
+A checkpoint holds the model, optimizer and scheduler states, the step/epoch counters, the RNG
+states, the resolved config, the tokenizer's hash and the package version (STYLE.md item 11).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqgan import __version__
+from seqgan.errors import CheckpointError
+from seqgan.rundir import atomic_write_bytes
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    """All RNG states as tensors and plain values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": _py_state_to_list(random.getstate()),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    random.setstate(_py_state_from_list(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _py_state_to_list(s: tuple) -> list:
+    version, internal, gauss = s
+    return [version, list(internal), gauss]
+
+
+def _py_state_from_list(s: list) -> tuple:
+    return (s[0], tuple(s[1]), s[2])
+
+
+def save_checkpoint(path: Path, *, config: dict, tokenizer_hash: str | None, **state: Any) -> None:
+    """Write a checkpoint atomically (temp file + fsync + rename)."""
+    payload = {
+        "format": "seqgan-checkpoint",
+        "version": __version__,
+        "config": config,
+        "tokenizer_hash": tokenizer_hash,
+        **state,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path, *, tokenizer_hash: str | None = None, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint safely; a missing, corrupt, foreign or mismatched file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is not usable
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "seqgan-checkpoint":
+        raise CheckpointError(f"{path} is not a seqgan checkpoint")
+    if tokenizer_hash is not None and ckpt.get("tokenizer_hash") not in (None, tokenizer_hash):
+        raise CheckpointError(
+            f"{path} was trained with a different tokenizer (hash {str(ckpt.get('tokenizer_hash'))[:12]} "
+            f"!= {tokenizer_hash[:12]})"
+        )
+    return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """load_state_dict with a clear error when the shapes do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path} does not fit this model's shape: {detail[:200]}") from None

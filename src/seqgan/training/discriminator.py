@@ -1,0 +1,220 @@
+"""Discriminator training: real pairs against fresh generator samples (and mismatched pairs).
+
+SeqGAN pretrains D for rounds of (new negatives from the current G, k epochs). A share of the
+negatives can be real responses paired with a context from another dialogue, so that D judges
+relevance as well as fluency. Batches are balanced (as many real as negative examples).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from seqgan.config import Config, DiscriminatorTrainConfig, to_dict
+from seqgan.data.dataset import PairDataset
+from seqgan.metrics.classifier import roc_auc
+from seqgan.models import build_discriminator
+from seqgan.rundir import RunDir
+from seqgan.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from seqgan.training.generate import contexts_of, generate_responses, pad_batch
+from seqgan.training.optim import grads_finite, make_adamw
+from seqgan.training.signals import Interrupted, StopFlag
+
+STAGE = "discriminator"
+
+
+@dataclass
+class DExamples:
+    """Examples for D: contexts, responses (id arrays) and labels (1 real, 0 negative)."""
+
+    contexts: list[np.ndarray]
+    responses: list[np.ndarray]
+    labels: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def mismatched_indices(data: PairDataset, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each pair in idx, the index of a pair from a different dialogue (its response is the negative)."""
+    dialogue = data.dialogue_ids()
+    if len(np.unique(dialogue)) < 2:
+        raise ValueError("mismatched negatives need at least two dialogues")
+    out = rng.integers(0, len(data), size=len(idx))
+    bad = dialogue[out] == dialogue[idx]
+    while bad.any():  # resample the few that landed in their own dialogue
+        out[bad] = rng.integers(0, len(data), size=int(bad.sum()))
+        bad = dialogue[out] == dialogue[idx]
+    return out
+
+
+def build_examples(data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray], mismatch_share: float,
+                   rng: np.random.Generator) -> DExamples:
+    """Real pairs idx (label 1) and one negative per pair (label 0): generated, or mismatched."""
+    contexts = contexts_of(data, idx)
+    real = [data.response(int(i)) for i in idx]
+    negatives = list(fakes)
+    if mismatch_share > 0:
+        use = rng.random(len(idx)) < mismatch_share
+        if use.any():
+            other = mismatched_indices(data, idx[use], rng)
+            for k, j in zip(np.nonzero(use)[0], other, strict=True):
+                negatives[k] = data.response(int(j))
+    labels = np.concatenate([np.ones(len(idx)), np.zeros(len(idx))]).astype(np.float32)
+    return DExamples(contexts + contexts, real + negatives, labels)
+
+
+def d_logits(disc: nn.Module, contexts: list[np.ndarray], responses: list[np.ndarray],
+             device: torch.device, min_len: int = 1) -> torch.Tensor:
+    src, src_mask = pad_batch(contexts)
+    resp, resp_mask = pad_batch(responses, min_len=min_len)
+    return disc(src.to(device), src_mask.to(device), resp.to(device), resp_mask.to(device))  # (B,)
+
+
+def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle positives and negatives separately and interleave them half and half per batch."""
+    pos = rng.permutation(np.nonzero(labels > 0.5)[0])
+    neg = rng.permutation(np.nonzero(labels <= 0.5)[0])
+    half = max(1, batch_size // 2)
+    n = min(len(pos), len(neg))
+    batches = [np.concatenate([pos[i : i + half], neg[i : i + half]]) for i in range(0, n, half)]
+    rest = np.concatenate([pos[n:], neg[n:]])
+    batches += [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
+                 dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
+                 min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
+                 checkpoint: str = "") -> dict:
+    """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy."""
+    disc.train()
+    total_loss, correct, seen, skipped = 0.0, 0, 0, 0
+    for _ in range(epochs):
+        for idx in balanced_batches(ex.labels, dc.batch_size, rng):
+            if stop is not None and stop.requested:  # the round restarts from its checkpoint
+                raise Interrupted(stop.signame, checkpoint)
+            y = torch.as_tensor(ex.labels[idx], device=device)
+            logits = d_logits(disc, [ex.contexts[i] for i in idx], [ex.responses[i] for i in idx], device, min_len)
+            target = y * (1 - dc.label_smoothing) + 0.5 * dc.label_smoothing
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            if extra_loss is not None:
+                loss = loss + extra_loss(disc)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not (torch.isfinite(loss) and grads_finite(disc)):
+                skipped += 1
+                continue
+            nn.utils.clip_grad_norm_(disc.parameters(), dc.grad_clip)
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += int(((logits > 0).float() == y).sum())
+            seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / max(seen, 1):.3f}")
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "skipped_steps": skipped}
+
+
+@torch.no_grad()
+def evaluate(disc: nn.Module, ex: DExamples, device: torch.device, batch_size: int = 256, min_len: int = 1) -> dict:
+    """Validation loss, accuracy, ROC-AUC and the fooling rate (share of negatives judged real)."""
+    was_training = disc.training
+    disc.eval()
+    logits = []
+    for s in range(0, len(ex), batch_size):
+        logits.append(d_logits(disc, ex.contexts[s : s + batch_size], ex.responses[s : s + batch_size],
+                               device, min_len).float().cpu())
+    disc.train(was_training)
+    z = torch.cat(logits)
+    y = torch.as_tensor(ex.labels)
+    return {
+        "loss": float(F.binary_cross_entropy_with_logits(z, y)),
+        "accuracy": float(((z > 0).float() == y).float().mean()),
+        "auc": float(roc_auc(z.numpy(), ex.labels)),
+        "fooling_rate": float((z[y < 0.5] > 0).float().mean()) if (y < 0.5).any() else math.nan,
+    }
+
+
+def discriminator_config(cfg: Config, vocab_size: int):
+    return replace(cfg.model.discriminator, vocab_size=vocab_size)
+
+
+def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, tokenizer, gen: nn.Module,
+                           stop: StopFlag | None = None) -> dict:
+    """Rounds of (fresh negatives from `gen`, k epochs); resumes at the last finished round."""
+    dc = cfg.discriminator
+    train = PairDataset.load(run.split_path("train"))
+    valid = PairDataset.load(run.split_path("valid"))
+    disc = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size)).to(device)
+    optimizer = make_adamw(disc, dc.lr, dc.weight_decay)
+    state = {"round": 0, "best_auc": -1.0, "complete": False}
+    g = torch.Generator(device="cpu").manual_seed(cfg.runtime.seed + 17)
+    last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
+        load_model_state(disc, ckpt["model"], last_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        set_rng_state(ckpt["rng"], g)
+        if state["round"] < dc.rounds:
+            state["complete"] = False
+        if state["complete"]:
+            return {"stage": "pretrain_discriminator", **state, "already_complete": True}
+
+    def save(path) -> None:
+        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=disc.state_dict(),
+                        optimizer=optimizer.state_dict(), state=dict(state), rng=rng_state(g),
+                        model_config=to_dict(discriminator_config(cfg, tokenizer.vocab_size)))
+
+    # A fixed validation set: valid pairs against negatives from the generator as it is now.
+    vrng = np.random.default_rng(cfg.runtime.seed + 1)
+    vidx = vrng.permutation(len(valid))[: min(len(valid), 2000)]
+    vfake = generate_responses(gen, contexts_of(valid, vidx), cfg.sample, device,
+                               torch.Generator().manual_seed(cfg.runtime.seed + 2))
+    vex = build_examples(valid, vidx, vfake, dc.mismatch_share, vrng)
+
+    result = {}
+    while state["round"] < dc.rounds:
+        started = time.monotonic()
+        rng = np.random.default_rng([cfg.runtime.seed, state["round"]])
+        n = len(train) if dc.pairs_per_round is None else min(len(train), dc.pairs_per_round)
+        idx = rng.permutation(len(train))[:n]
+        fakes = generate_responses(gen, contexts_of(train, idx), cfg.sample, device, g,
+                                   progress=cfg.runtime.progress, desc=f"negatives round {state['round'] + 1}")
+        ex = build_examples(train, idx, fakes, dc.mismatch_share, rng)
+        steps = dc.epochs_per_round * math.ceil(len(ex) / dc.batch_size)
+        bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
+                   disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
+        fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
+                           checkpoint=f"{last_path} (round {state['round']})")
+        bar.close()
+        result = evaluate(disc, vex, device)
+        state["round"] += 1
+        improved = result["auc"] > state["best_auc"]
+        if improved:
+            state["best_auc"] = result["auc"]
+        run.log("pretrain_discriminator", round=state["round"], train_loss=round(fit["loss"], 4),
+                train_accuracy=round(fit["accuracy"], 4), valid_loss=round(result["loss"], 4),
+                valid_accuracy=round(result["accuracy"], 4), valid_auc=round(result["auc"], 4),
+                seconds=round(time.monotonic() - started, 1))
+        tqdm.write(f"discriminator round {state['round']}/{dc.rounds}: valid accuracy {result['accuracy']:.3f}, "
+                   f"AUC {result['auc']:.3f}" + (" (best)" if improved else ""))
+        state["complete"] = state["round"] >= dc.rounds
+        if improved:
+            save(best_path)
+        save(last_path)
+    return {"stage": "pretrain_discriminator", **state, "valid": result, "already_complete": False}

@@ -1,0 +1,198 @@
+"""Generator MLE pretraining: teacher forcing and cross-entropy, read top to bottom.
+
+AdamW, warmup + cosine decay, gradient clipping, optional label smoothing, token-budget batches
+with length bucketing, validation loss/perplexity each epoch, best/last checkpoints, and exact
+resume: the batch order of an epoch is a pure function of (seed, epoch), and the checkpoint holds
+the position inside the epoch and every RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from seqgan.config import Config, to_dict
+from seqgan.data.batching import collate, token_budget_batches
+from seqgan.data.dataset import PairDataset
+from seqgan.data.tokenizer import PAD_ID
+from seqgan.models import build_generator
+from seqgan.rundir import RunDir
+from seqgan.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from seqgan.training.optim import grads_finite, make_adamw, warmup_cosine
+from seqgan.training.signals import Interrupted, StopFlag
+
+STAGE = "generator"
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def mle_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0,
+             ignore_index: int = PAD_ID) -> tuple[torch.Tensor, int]:
+    """Mean token cross-entropy of the response given the context; returns (loss, tokens).
+
+    `ignore_index=-100` counts every position (the oracle benchmark, where the pad id is a token).
+    """
+    logits = model(batch["src"], batch["src_mask"], batch["tgt_in"])  # (B, T, V)
+    target = batch["tgt_out"]  # (B, T), pad where masked
+    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
+    return loss, int((target != ignore_index).sum())
+
+
+@torch.no_grad()
+def validation_nll(model: nn.Module, data: PairDataset, batch_tokens: int, device: torch.device,
+                   max_pairs: int | None = None) -> float:
+    """Mean per-token NLL (nats) of the responses of `data` (all pairs, or the first max_pairs)."""
+    was_training = model.training
+    model.eval()
+    n = len(data) if max_pairs is None else min(len(data), max_pairs)
+    total, tokens = 0.0, 0
+    for idx in token_budget_batches(data.lengths()[:n], batch_tokens, shuffle=False, seed=0):
+        batch = to_device(collate(data, idx), device)
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        target = batch["tgt_out"]
+        total += float(F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD_ID,
+                                       reduction="sum"))
+        tokens += int((target != PAD_ID).sum())
+    model.train(was_training)
+    return total / max(1, tokens)
+
+
+def generator_config(cfg: Config, vocab_size: int):
+    return replace(cfg.model.generator, vocab_size=vocab_size)
+
+
+def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer,
+                       stop: StopFlag | None = None) -> dict:
+    """Run (or resume) generator MLE pretraining in `run`; return a summary dict."""
+    p = cfg.pretrain
+    train = PairDataset.load(run.split_path("train"))
+    valid = PairDataset.load(run.split_path("valid"))
+    model = build_generator(generator_config(cfg, tokenizer.vocab_size)).to(device)
+    optimizer = make_adamw(model, p.lr, p.weight_decay, tuple(p.betas))
+    steps_per_epoch = len(token_budget_batches(train.lengths(), p.batch_tokens, shuffle=True, seed=cfg.runtime.seed))
+    total_steps = p.epochs * steps_per_epoch
+    if p.max_steps is not None:
+        total_steps = min(total_steps, p.max_steps)
+    scheduler = warmup_cosine(optimizer, p.warmup_steps, total_steps, p.min_lr_ratio)
+
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0}
+    last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
+        load_model_state(model, ckpt["model"], last_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state.update(ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        if state["complete"] and state["epoch"] < p.epochs and (p.max_steps is None or state["step"] < p.max_steps) \
+                and state.get("reason") != "time budget":
+            state["complete"] = False  # the budget was raised: continue
+        if state["complete"]:
+            return _summary(state, model, run, resumed=True)
+
+    def save(path) -> None:
+        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
+                        rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
+
+    started = time.monotonic()
+    last_save = started
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc="pretrain generator", unit="step",
+               disable=not cfg.runtime.progress, dynamic_ncols=True, leave=False)
+    window_tokens, window_start, stop_reason = 0, time.monotonic(), None
+    while state["epoch"] < p.epochs and stop_reason is None:
+        batches = token_budget_batches(train.lengths(), p.batch_tokens, shuffle=True,
+                                       seed=cfg.runtime.seed * 1000 + state["epoch"])
+        while state["batch"] < len(batches):
+            batch = to_device(collate(train, batches[state["batch"]]), device)
+            loss, ntok = mle_loss(model, batch, p.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not (torch.isfinite(loss) and grads_finite(model)):
+                state["nonfinite"] += 1
+                if state["nonfinite"] >= cfg.runtime.max_nonfinite:
+                    raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
+                                             f"checkpoint kept at {last_path}")
+            else:
+                state["nonfinite"] = 0
+                nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+                optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["batch"] += 1
+            window_tokens += ntok
+            bar.update(1)
+            if state["step"] % p.log_every == 0:
+                elapsed = time.monotonic() - window_start
+                tps = window_tokens / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:,.0f}")
+                run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], loss=round(loss.item(), 4),
+                        lr=scheduler.get_last_lr()[0], tokens_per_s=round(tps, 1))
+                window_tokens, window_start = 0, time.monotonic()
+            if p.max_steps is not None and state["step"] >= p.max_steps:
+                stop_reason = "max_steps"
+            elif p.max_minutes is not None and time.monotonic() - started >= 60 * p.max_minutes:
+                stop_reason = "time budget"
+            if stop_reason:
+                break
+            if stop is not None and stop.requested:
+                save(last_path)
+                bar.close()
+                raise Interrupted(stop.signame, str(last_path))
+            now = time.monotonic()
+            if state["step"] % cfg.runtime.checkpoint_every == 0 or now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
+                save(last_path)
+                last_save = now
+        if state["batch"] >= len(batches):
+            state["epoch"] += 1
+            state["batch"] = 0
+        # validation at each epoch end, and once when a budget stops the stage mid-epoch
+        nll = validation_nll(model, valid, p.batch_tokens * 2, device)
+        improved = nll < state["best_valid_nll"]
+        if improved:
+            state["best_valid_nll"] = nll
+        run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], valid_nll=round(nll, 4),
+                valid_ppl=round(math.exp(min(nll, 50)), 3))
+        bar.write(f"epoch {state['epoch']}: valid nll {nll:.3f}, perplexity {math.exp(min(nll, 50)):.2f}"
+                  + (" (best)" if improved else ""))
+        if state["epoch"] >= p.epochs or stop_reason:
+            state["complete"] = True
+            state["reason"] = stop_reason or "epochs"
+        if improved:
+            save(best_path)
+        save(last_path)
+        last_save = time.monotonic()
+    bar.close()
+    return _summary(state, model, run, resumed=False)
+
+
+def _summary(state: dict, model: nn.Module, run: RunDir, resumed: bool) -> dict:
+    best = state["best_valid_nll"]
+    return {
+        "stage": "pretrain_generator",
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "best_valid_nll": round(best, 4),
+        "best_valid_ppl": round(math.exp(min(best, 50)), 3),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "complete": state["complete"],
+        "stopped_by": state.get("reason"),
+        "already_complete": resumed,
+        "checkpoint": str(run.checkpoint(STAGE, "best")),
+    }

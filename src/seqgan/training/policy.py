@@ -1,0 +1,120 @@
+"""Pure functions of the adversarial objectives: masks, log-probs, baselines, losses.
+
+Shapes: B rows, T positions, V vocabulary. A sampled sequence is its tokens up to and including
+the first eos (`lengths` counts them); positions after it are masked out of every loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sequence_lengths(seqs: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """Tokens up to and including the first eos per row; the full width where there is none."""
+    B, T = seqs.shape
+    if eos_id is None:
+        return torch.full((B,), T, dtype=torch.long, device=seqs.device)
+    is_eos = seqs == eos_id  # (B, T)
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full((B,), T - 1, device=seqs.device))
+    return first.long() + 1
+
+
+def length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool mask, True on real tokens."""
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def shift_right(seqs: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """Teacher-forcing inputs: bos followed by all tokens but the last."""
+    bos = torch.full_like(seqs[:, :1], bos_id)
+    return torch.cat([bos, seqs[:, :-1]], dim=1)
+
+
+def token_log_probs(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None,
+                    seqs: torch.Tensor, bos_id: int, temperature: float = 1.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log G(y_t | x, y_<t) of the given tokens, and the full log-softmax. ((B, T), (B, T, V))"""
+    logits = gen(src, src_mask, shift_right(seqs, bos_id))  # (B, T, V)
+    logp = F.log_softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+    return logp.gather(-1, seqs.unsqueeze(-1)).squeeze(-1), logp
+
+
+def apply_baseline(rewards: torch.Tensor, mask: torch.Tensor, kind: str,
+                   running: float | None = None, decay: float = 0.9, normalize: bool = False
+                   ) -> tuple[torch.Tensor, float | None]:
+    """Advantages (B, T) = rewards - baseline, masked; returns them and the new running mean.
+
+    `batch_mean` subtracts, at each position, the mean reward of the rows still alive there;
+    `moving_average` subtracts an exponential moving average of the mean token reward.
+    """
+    m = mask.float()
+    if kind == "batch_mean":
+        per_t = (rewards * m).sum(0) / m.sum(0).clamp(min=1)  # (T,)
+        adv = rewards - per_t[None, :]
+    elif kind == "moving_average":
+        mean = float((rewards * m).sum() / m.sum().clamp(min=1))
+        running = mean if running is None else decay * running + (1 - decay) * mean
+        adv = rewards - running
+    elif kind == "none":
+        adv = rewards.clone()
+    else:
+        raise ValueError(f"unknown baseline {kind!r}")
+    if normalize:
+        n = m.sum().clamp(min=2)
+        mu = (adv * m).sum() / n
+        std = (((adv - mu) ** 2 * m).sum() / (n - 1)).sqrt()
+        adv = (adv - mu) / (std + 1e-8)
+    return adv * m, running
+
+
+def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """REINFORCE: -sum_t log G(y_t|..) * A_t over real tokens, averaged over rows.
+
+    The advantages are constants (detached): the gradient flows through the log-probabilities only.
+    """
+    return -(logp * advantages.detach() * mask.float()).sum(1).mean()
+
+
+def entropy(logp_full: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token entropy of the policy over real positions. logp_full: (B, T, V)"""
+    h = -(logp_full.exp() * logp_full).sum(-1)  # (B, T)
+    m = mask.float()
+    return (h * m).sum() / m.sum().clamp(min=1)
+
+
+def kl_to_reference(logp_full: torch.Tensor, ref_logp_full: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token KL(G || G_ref) over real positions (keeps G near the pretrained model)."""
+    kl = (logp_full.exp() * (logp_full - ref_logp_full)).sum(-1)  # (B, T)
+    m = mask.float()
+    return (kl * m).sum() / m.sum().clamp(min=1)
+
+
+def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+    """Gumbel-perturbed logits distributed as the perturbation that makes `hard` the argmax.
+
+    Draws the maximum from Gumbel(logsumexp(logits)) and every other coordinate from its Gumbel
+    truncated below that maximum (Maddison et al. 2014), so that the relaxed sample
+    softmax(perturbed / tau) belongs to the same draw as the discrete token `hard` (B, T).
+    """
+    logits = logits.float()
+
+    def gumbel(shape):
+        u = torch.rand(shape, generator=generator, device="cpu").to(logits.device)
+        return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-10)))
+
+    top = torch.logsumexp(logits, dim=-1, keepdim=True) + gumbel(logits.shape[:-1] + (1,))  # (B, T, 1)
+    others = logits + gumbel(logits.shape)  # (B, T, V)
+    truncated = -torch.log(torch.exp(-top) + torch.exp(-others))  # each < top
+    return truncated.scatter(-1, hard.unsqueeze(-1), top)
+
+
+def straight_through_gumbel(logits: torch.Tensor, hard: torch.Tensor, tau: float,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """One-hot of `hard` in the forward pass, gradient of softmax(perturbed / tau) backwards. (B, T, V)"""
+    perturbed = conditional_gumbel(logits.detach(), hard, generator) - logits.detach() + logits
+    soft = F.softmax(perturbed / tau, dim=-1)
+    one_hot = F.one_hot(hard, logits.shape[-1]).to(soft.dtype)
+    return one_hot - soft.detach() + soft

@@ -1,0 +1,47 @@
+"""SIGINT / SIGTERM during training: finish the current step, save a checkpoint, then stop.
+
+A second signal while the first is being handled interrupts at once (the last checkpoint on disk
+stays valid: checkpoints are written atomically).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+
+class Interrupted(Exception):
+    """Raised after a stage saved its checkpoint in response to SIGINT/SIGTERM."""
+
+    def __init__(self, signame: str, checkpoint: str):
+        super().__init__(f"{signame} received: checkpoint saved to {checkpoint}; run the same command to resume")
+        self.exit_code = 128 + int(getattr(signal, signame, signal.SIGINT))
+
+
+class StopFlag:
+    """Installs SIGINT/SIGTERM handlers for the duration of a `with` block (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signame: str | None = None
+        self._old: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signame is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signame is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signame = signal.Signals(signum).name
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+        self._old.clear()

@@ -1,0 +1,93 @@
+"""The whole pipeline through the real CLI on the tiny preset: every stage, skipping, chat, evaluate."""
+
+import io
+import json
+
+import pytest
+from support import dialogues, run_cli, write_jsonl
+
+from seqgan.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = write_jsonl(root / "c.jsonl", dialogues(80, seed=3))
+    run = root / "run"
+    rc = run_cli("run", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}")
+    assert rc == 0
+    return run
+
+
+def test_run_writes_every_artifact(finished_run):
+    r = RunDir(finished_run)
+    for stage in ("generator", "discriminator", "adversarial"):
+        assert r.checkpoint(stage, "best").exists() and r.checkpoint(stage, "last").exists(), stage
+    assert (finished_run / "samples" / "valid.txt").exists()
+    ev = json.loads(r.eval_path.read_text())
+    assert set(ev["generators"]) == {"pretrained", "adversarial"}
+    for m in ev["generators"].values():
+        assert m["test_ppl"] > 1 and 0 <= m["distinct_2"] <= 1 and 0 <= m["fooling_rate"] <= 1
+    stages = {rec["stage"] for rec in r.read_metrics()}
+    assert {"prepare", "pretrain_generator", "pretrain_discriminator", "adversarial", "evaluate"} <= stages
+
+
+def test_second_run_skips_finished_stages(finished_run, capsys):
+    before = RunDir(finished_run).checkpoint("adversarial", "last").stat().st_mtime_ns
+    assert run_cli("run", "--run-dir", finished_run, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prepare"]["reused"] and out["pretrain_generator"]["already_complete"]
+    assert out["pretrain_discriminator"]["already_complete"] and out["train"]["already_complete"]
+    assert RunDir(finished_run).checkpoint("adversarial", "last").stat().st_mtime_ns == before
+
+
+def test_respond_json_and_checkpoint_choice(finished_run, capsys):
+    assert run_cli("respond", "--run-dir", finished_run, "--json", "--checkpoint", "pretrained", "hello how are you") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["generator"] == "pretrained" and isinstance(out["response"], str) and out["tokens"] >= 0
+    assert run_cli("respond", "--run-dir", finished_run, "hi") == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_respond_errors_are_one_line(finished_run, tmp_path, capsys):
+    assert run_cli("respond", "--run-dir", finished_run, "   ") == 2
+    assert "empty" in capsys.readouterr().err
+    assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", str(tmp_path / "nope.pt"), "hi") == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"random bytes, not a checkpoint")
+    assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", str(bad), "hi") == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
+    from seqgan.chat import chat_loop
+    from seqgan.config import from_dict
+
+    r = RunDir(finished_run)
+    cfg = from_dict(r.read_config())
+    out = io.StringIO()
+    chat_loop(cfg, r, None, stdin=io.StringIO("hello\n/set temperature 0.5\nhow are you\n/reset\nhi\n/quit\n"), stdout=out)
+    text = out.getvalue()
+    assert text.count("bot> ") == 3 and "(new conversation)" in text
+
+
+def test_evaluate_json_and_plot(finished_run, capsys):
+    assert run_cli("evaluate", "--run-dir", finished_run, "--json") == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert "test perplexity" in captured.err and "adversarial" in out["generators"]
+    assert run_cli("plot", "--run-dir", finished_run, "--json") == 0
+    plots = json.loads(capsys.readouterr().out)["plots"]
+    assert any(p.endswith("pretrain_generator.png") for p in plots)
+
+
+def test_stage_without_prerequisite_names_the_command(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20))
+    run = tmp_path / "r"
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    capsys.readouterr()
+    assert run_cli("train", "--run-dir", run) == 2
+    assert "seqgan pretrain generator" in capsys.readouterr().err
+    assert run_cli("pretrain", "generator", "--config", "tiny", "--run-dir", tmp_path / "empty") == 2
+    assert "seqgan prepare" in capsys.readouterr().err
