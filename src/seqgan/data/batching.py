@@ -10,31 +10,38 @@ from seqgan.data.tokenizer import BOS_ID, PAD_ID
 
 
 def token_budget_batches(lengths: np.ndarray, batch_tokens: int, *, shuffle: bool, seed: int = 0,
-                         bucket_size: int = 100) -> list[np.ndarray]:
-    """Index batches whose padded size (rows x longest row) stays within batch_tokens.
+                         bucket_size: int = 400, bin_width: int = 4) -> list[np.ndarray]:
+    """Index batches whose padded size stays within batch_tokens.
 
-    With shuffle, indices are shuffled, sorted by length inside buckets of bucket_size batches'
-    worth of rows (so padding is small but batches differ between epochs), and the batch order
-    is shuffled; the result is a pure function of (lengths, batch_tokens, seed).
+    lengths: (N,) one length per row, or (N, 2) (context, response) lengths, padded separately:
+    a batch costs rows x (longest context + longest response). Rows are bucketed by length
+    (bins of bin_width tokens in each column) inside chunks of about bucket_size batches, so
+    padding is small while batches still differ between epochs; with shuffle the batch order is
+    shuffled too. The result is a pure function of (lengths, batch_tokens, seed).
     """
-    n = len(lengths)
+    lengths = np.asarray(lengths)
+    cols = lengths.reshape(len(lengths), -1)  # (N, 1) or (N, 2)
+    n = len(cols)
     if n == 0:
         return []
     rng = np.random.default_rng(seed)
     order = rng.permutation(n) if shuffle else np.arange(n)
-    mean_len = max(1.0, float(np.mean(lengths)))
+    mean_len = max(1.0, float(cols.sum(1).mean()))
     chunk = max(1, int(bucket_size * batch_tokens / mean_len))
     batches: list[np.ndarray] = []
     for s in range(0, n, chunk):
         part = order[s : s + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        start, longest = 0, 0
+        c = cols[part]
+        keys = [c[:, j] for j in reversed(range(c.shape[1]))] + [c[:, j] // bin_width for j in reversed(range(c.shape[1]))]
+        part = part[np.lexsort(keys)]
+        start = 0
+        longest = np.zeros(cols.shape[1], dtype=np.int64)
         for j, i in enumerate(part):
-            longest_new = max(longest, int(lengths[i]))
-            if j > start and longest_new * (j - start + 1) > batch_tokens:
+            grown = np.maximum(longest, cols[i])
+            if j > start and int(grown.sum()) * (j - start + 1) > batch_tokens:
                 batches.append(part[start:j])
-                start, longest_new = j, int(lengths[i])
-            longest = longest_new
+                start, grown = j, cols[i].astype(np.int64)
+            longest = grown
         batches.append(part[start:])
     if shuffle:
         batches = [batches[k] for k in rng.permutation(len(batches))]

@@ -46,7 +46,7 @@ class PairDataset:
         self.c_ids, self.c_off, self.r_ids, self.r_off = c_ids, c_off, r_ids, r_off
         self._dialogue_ids = dialogue_ids
         self.texts = texts
-        self._lengths = (np.diff(c_off) + np.diff(r_off) + 1).astype(np.int64)
+        self._lengths = np.stack([np.diff(c_off), np.diff(r_off)], axis=1).astype(np.int64)  # (N, 2)
 
     @classmethod
     def load(cls, path: str | Path) -> PairDataset:
@@ -77,7 +77,7 @@ class PairDataset:
         return int(self._dialogue_ids[i])
 
     def lengths(self) -> np.ndarray:
-        """Per pair: context tokens + response tokens + 1 (bos): the batch token budget unit."""
+        """(N, 2): context and response tokens per pair (the batch token budget's units)."""
         return self._lengths
 
     def context_text(self, i: int) -> str:
