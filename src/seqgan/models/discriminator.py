@@ -71,7 +71,11 @@ class TransformerDiscriminator(nn.Module):
                              cfg.share_layers)
         self.norm = nn.LayerNorm(H)
         self.cross = CrossBlock(H, cfg.num_heads, cfg.ff_dim, cfg.dropout) if cfg.conditional else None
-        self.head = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, H), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(H, 1))
+        # conditional: [r, c, r * c, |r - c|] of the pooled response and context (the matching
+        # features of sentence-pair classifiers) make agreement between the two easy to read
+        width = 4 * H if cfg.conditional else H
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, H), nn.GELU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(H, 1))
         init_weights(self)
 
     def num_parameters(self) -> int:
@@ -90,13 +94,19 @@ class TransformerDiscriminator(nn.Module):
         resp = resp[:, : self.config.max_len]
         resp_mask = resp_mask[:, : self.config.max_len]
         h = self.encode(resp, resp_mask)  # (B, T, H)
-        if self.cross is not None:
-            ctx, ctx_mask = ctx[:, -self.config.max_len :], ctx_mask[:, -self.config.max_len :]
-            memory = self.encode(ctx, ctx_mask)
-            h = self.cross(h, memory, padding_mask(ctx_mask))
-        m = resp_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
-        return self.head(pooled).squeeze(-1)
+        if self.cross is None:
+            return self.head(masked_mean(h, resp_mask)).squeeze(-1)
+        ctx, ctx_mask = ctx[:, -self.config.max_len :], ctx_mask[:, -self.config.max_len :]
+        memory = self.encode(ctx, ctx_mask)  # (B, S, H)
+        h = self.cross(h, memory, padding_mask(ctx_mask))
+        r, c = masked_mean(h, resp_mask), masked_mean(memory, ctx_mask)  # (B, H)
+        return self.head(torch.cat([r, c, r * c, (r - c).abs()], dim=-1)).squeeze(-1)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real positions: (B, T, H), (B, T) -> (B, H)."""
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
