@@ -91,3 +91,12 @@ def test_stage_without_prerequisite_names_the_command(tmp_path, capsys):
     assert "seqgan pretrain generator" in capsys.readouterr().err
     assert run_cli("pretrain", "generator", "--config", "tiny", "--run-dir", tmp_path / "empty") == 2
     assert "seqgan prepare" in capsys.readouterr().err
+
+
+def test_evaluate_compare_two_runs(finished_run, capsys):
+    assert run_cli("evaluate", "--compare", str(finished_run), str(finished_run), "--json") == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert list(out["runs"]) == [str(finished_run)]  # the same directory twice is one column set
+    assert "pretrained" in captured.err
+    assert run_cli("evaluate", "--compare", "/nonexistent/run") == 2

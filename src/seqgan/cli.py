@@ -63,6 +63,8 @@ def cmd_train(ctx: Ctx) -> dict:
 
 
 def cmd_evaluate(ctx: Ctx) -> dict:
+    if ctx.args.compare:
+        return _stages().compare_runs([RunDir(d) for d in ctx.args.compare])
     return _stages().evaluate(ctx.cfg, ctx.run)
 
 
@@ -194,6 +196,8 @@ def make_context(args: argparse.Namespace) -> Ctx:
         cfg = C.from_dict(C.apply_overrides(stored, overrides))
     else:
         cfg = C.load_config(args.config or DEFAULT_PRESET, overrides)
+    if getattr(args, "compare", None):
+        return Ctx(cfg, run, args)  # several runs: each is read with its own config
     run.check_config(cfg)
     return Ctx(cfg, run, args)
 

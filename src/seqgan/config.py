@@ -125,6 +125,7 @@ class AdversarialConfig:
     entropy_coef: float = 0.0
     kl_coef: float = 0.0  # KL(G || pretrained G) regulariser against collapse
     temperature: float = 1.0  # sampling temperature of G during training
+    max_len: int | None = None  # longest sampled response in g-steps (None: sample.max_len)
     eval_every: int = 20
     best_metric: str = "valid_ppl"  # valid_ppl | distinct_2 | fooling_rate
     log_every: int = 5

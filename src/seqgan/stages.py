@@ -156,3 +156,23 @@ def run_all(cfg: Config, run: RunDir) -> dict:
     results["seconds"] = round(time.monotonic() - t0, 1)
     say(f"done in {results['seconds'] / 60:.1f} min; run directory {run.root}")
     return results
+
+
+def compare_runs(runs: list[RunDir]) -> dict:
+    """Side-by-side table of several runs' eval.json (each run is evaluated first if it has none)."""
+    import json
+
+    from seqgan.config import from_dict
+    from seqgan.errors import SeqGANError
+    from seqgan.evaluate import format_table
+
+    results = {}
+    for r in runs:
+        stored = r.read_config()
+        if stored is None:
+            raise SeqGANError(f"{r.root} is not a run directory (no config.yaml)")
+        if not r.eval_path.exists():
+            evaluate(from_dict(stored), r)
+        results[str(r.root)] = json.loads(r.eval_path.read_text())
+    print(format_table(results), file=sys.stderr)
+    return {"runs": results}

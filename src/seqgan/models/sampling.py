@@ -51,22 +51,32 @@ def inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None = 
 @torch.no_grad()
 def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *, temperature: float = 1.0,
                       top_k: int = 0, top_p: float = 1.0, eos_id: int | None = 3, pad_id: int = 1,
-                      generator: torch.Generator | None = None, done: torch.Tensor | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, done: torch.Tensor | None = None,
+                      compact_min_rows: int = 64) -> torch.Tensor:
     """Sample `steps` tokens onward from `state` whose next-token logits (B, V) are given. (B, steps)
 
-    Rows already done (or done on eos) emit pad; the loop ends early when every row is done.
+    Rows already done (or done on eos) emit pad. When at least half of the rows still decoded
+    are done, they are dropped from the batch (the state is compacted), so a batch of short
+    and long rows costs about what its real tokens cost; the loop ends when every row is done.
     """
     B = logits.shape[0]
-    done = torch.zeros(B, dtype=torch.bool, device=logits.device) if done is None else done.clone()
-    out = torch.full((B, steps), pad_id, dtype=torch.long, device=logits.device)
+    device = logits.device
+    done = torch.zeros(B, dtype=torch.bool, device=device) if done is None else done.clone()
+    out = torch.full((B, steps), pad_id, dtype=torch.long, device=device)
+    rows = torch.arange(B, device=device)  # original row of each row still decoded
     for i in range(steps):
         tok = pick_tokens(logits, temperature, top_k, top_p, generator)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        out[:, i] = tok
+        out[rows, i] = tok
         if eos_id is not None:
             done = done | (tok == eos_id)
-            if bool(done.all()):
+            n_done = int(done.sum())
+            if n_done == len(rows):
                 break
+            if len(rows) >= compact_min_rows and 2 * n_done >= len(rows):
+                keep = torch.nonzero(~done).squeeze(1)
+                state = state.select(keep)
+                rows, tok, done = rows[keep], tok[keep], done[keep]
         if i + 1 < steps:
             logits = gen.step(state, tok[:, None])[:, -1]
     return out

@@ -58,10 +58,11 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
                 batch: dict, g: torch.Generator, running: float | None) -> tuple[torch.Tensor, dict, float | None]:
     """The generator's adversarial loss on one batch of contexts; returns (loss, stats, running baseline)."""
     a = cfg.adversarial
+    max_len = a.max_len or cfg.sample.max_len
     src, src_mask = batch["src"], batch["src_mask"]
     gen.eval()  # no dropout: the log-probs below must be those of the policy that samples
     with torch.no_grad():
-        seqs = sample(gen, src, src_mask, max_len=cfg.sample.max_len, strategy="sample", temperature=a.temperature,
+        seqs = sample(gen, src, src_mask, max_len=max_len, strategy="sample", temperature=a.temperature,
                       bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g)  # (B, T)
     lengths = sequence_lengths(seqs, EOS_ID)
     mask = length_mask(lengths, seqs.shape[1])
@@ -70,7 +71,7 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
 
     if a.objective == "seqgan":
         rewards = rollout_rewards(rollout, discriminator_reward(disc), src, src_mask, seqs, a.rollouts,
-                                  max_len=cfg.sample.max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
+                                  max_len=max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
                                   temperature=a.temperature, chunk_rows=a.rollout_chunk, generator=g)
         adv, running = apply_baseline(rewards, mask, a.baseline, running, a.baseline_decay, a.normalize_rewards)
         loss = policy_gradient_loss(logp, adv, mask)

@@ -136,7 +136,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             scheduler.step()
             state["step"] += 1
             state["batch"] += 1
-            window_tokens += ntok
+            window_tokens += ntok + int(batch["src_mask"].sum())  # context + response tokens
             bar.update(1)
             if state["step"] % p.log_every == 0:
                 elapsed = time.monotonic() - window_start

@@ -1,0 +1,99 @@
+"""The SeqGAN paper's LSTM generator (and, with loaded weights, its oracle).
+
+Same decoding interface as the Transformer generator (`forward`, `start`, `step`, `select`),
+so sampling, rollouts and NLL code serve both. Unconditional: src and src_mask are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqgan.errors import SeqGANError
+from seqgan.models.generator import GeneratorConfig
+
+ORACLE_ARRAYS = ("embedding", "Wi", "Ui", "bi", "Wf", "Uf", "bf", "Wo_gate", "Uo_gate", "bo_gate", "Wc", "Uc", "bc",
+                 "W_out", "b_out")
+
+
+class LSTMState:
+    """(h, c) of the one-layer LSTM: (1, B, hidden) each."""
+
+    def __init__(self, h: torch.Tensor, c: torch.Tensor, length: int = 0):
+        self.h, self.c, self.length = h, c, length
+
+    def select(self, index: torch.Tensor) -> LSTMState:
+        return LSTMState(self.h.index_select(1, index), self.c.index_select(1, index), self.length)
+
+
+class LSTMGenerator(nn.Module):
+    """Embedding -> one LSTM layer -> linear to the vocabulary (the original code's generator)."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
+        self.out = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def init_normal_(self, std: float) -> LSTMGenerator:
+        """Every parameter N(0, std), as the original code's generator (std 0.1)."""
+        for p in self.parameters():
+            p.normal_(0.0, std)
+        return self
+
+    def forward(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V)."""
+        h, _ = self.lstm(self.embed(tgt_in))  # (B, T, hidden)
+        return self.out(h)
+
+    def start(self, src: torch.Tensor | None, src_mask: torch.Tensor | None,
+              batch_size: int | None = None) -> LSTMState:
+        B = src.shape[0] if src is not None else batch_size
+        z = self.out.weight.new_zeros(1, B, self.config.hidden_dim)
+        return LSTMState(z, z.clone())
+
+    def step(self, state: LSTMState, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed k tokens (B, k); logits (B, k, V); the state moves on in place."""
+        h, (state.h, state.c) = self.lstm(self.embed(tokens), (state.h, state.c))
+        state.length += tokens.shape[1]
+        return self.out(h)
+
+
+def load_oracle_params(path: str | Path) -> LSTMGenerator:
+    """The original SeqGAN code's oracle (.npz of embedding, Wi, Ui, bi, ..., W_out, b_out).
+
+    Its gates are i, f, o = sigmoid(x W + h U + b), c~ = tanh(x Wc + h Uc + bc),
+    c = f c + i c~, h = o tanh(c); inputs multiply on the right (x @ W), so PyTorch's
+    weight_ih (gate order i, f, g, o) is the transposed concatenation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SeqGANError(f"oracle parameters not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: torch.from_numpy(z[k].astype(np.float32)) for k in ORACLE_ARRAYS}
+    except KeyError as e:
+        raise SeqGANError(f"{path} lacks the oracle array {e}") from None
+    except (OSError, ValueError) as e:
+        raise SeqGANError(f"{path} is not a readable .npz file: {e}") from None
+    V, E = a["embedding"].shape
+    H = a["Ui"].shape[0]
+    model = LSTMGenerator(GeneratorConfig(arch="lstm", conditional=False, vocab_size=V, embed_dim=E, hidden_dim=H,
+                                          dropout=0.0))
+    with torch.no_grad():
+        model.embed.weight.copy_(a["embedding"])
+        model.lstm.weight_ih_l0.copy_(torch.cat([a["Wi"], a["Wf"], a["Wc"], a["Wo_gate"]], dim=1).T)
+        model.lstm.weight_hh_l0.copy_(torch.cat([a["Ui"], a["Uf"], a["Uc"], a["Uo_gate"]], dim=1).T)
+        model.lstm.bias_ih_l0.copy_(torch.cat([a["bi"], a["bf"], a["bc"], a["bo_gate"]]))
+        model.lstm.bias_hh_l0.zero_()
+        model.out.weight.copy_(a["W_out"].T)
+        model.out.bias.copy_(a["b_out"])
+    return model.eval()

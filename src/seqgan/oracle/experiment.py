@@ -1,0 +1,259 @@
+"""The SeqGAN paper's synthetic-data experiment (section 4), with the original code's settings.
+
+An oracle LSTM makes the "real" data; the generator is pretrained by MLE, the discriminator on
+real vs generated sequences, then SeqGAN's adversarial rounds run. NLL-oracle (the mean per-token
+NLL of generator samples under the oracle) is logged every `eval_every` epochs/rounds. The loop
+uses the same pieces as dialogue training (mle_loss, rollout_rewards, policy_gradient_loss,
+discriminator epochs): the data and the metric differ, not the algorithm. It resumes at epoch or
+round boundaries with every RNG state restored, so an interrupted run ends where an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from seqgan.config import Config, DiscriminatorTrainConfig, to_dict
+from seqgan.models import build_discriminator, build_generator
+from seqgan.models.discriminator import DiscriminatorConfig
+from seqgan.models.generator import GeneratorConfig
+from seqgan.oracle.oracle import load_oracle, make_oracle, nll_oracle, sample_oracle
+from seqgan.rundir import RunDir, atomic_write_text
+from seqgan.runtime import setup
+from seqgan.training import discriminator as dtrain
+from seqgan.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from seqgan.training.mle import mle_loss
+from seqgan.training.policy import (
+    apply_baseline,
+    policy_gradient_loss,
+    shift_right,
+    token_log_probs,
+)
+from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
+
+PAPER = {"mle": 9.038, "seqgan": 8.736, "original_code_final": 8.683}
+STAGE = "oracle"
+
+
+def generator_for(cfg: Config) -> nn.Module:
+    o = cfg.oracle
+    if o.generator == "lstm":
+        gcfg = GeneratorConfig(arch="lstm", conditional=False, vocab_size=o.vocab_size, embed_dim=o.embed_dim,
+                               hidden_dim=o.hidden_dim, max_len=o.seq_len + 1, dropout=0.0)
+        gen = build_generator(gcfg)
+        gen.init_normal_(o.gen_init_std)
+        return gen
+    gcfg = replace(cfg.model.generator, conditional=False, vocab_size=o.vocab_size, max_len=o.seq_len + 1)
+    return build_generator(gcfg)
+
+
+def discriminator_for(cfg: Config) -> nn.Module:
+    o = cfg.oracle
+    if o.discriminator == "cnn":
+        dcfg = DiscriminatorConfig(arch="cnn", conditional=False, vocab_size=o.vocab_size, embed_dim=o.d_embed_dim,
+                                   max_len=o.seq_len, dropout=o.d_dropout,
+                                   filter_sizes=list(cfg.model.discriminator.filter_sizes),
+                                   num_filters=list(cfg.model.discriminator.num_filters))
+    else:
+        dcfg = replace(cfg.model.discriminator, arch="transformer", conditional=False, vocab_size=o.vocab_size,
+                       max_len=o.seq_len)
+    return build_discriminator(dcfg)
+
+
+@torch.no_grad()
+def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g: torch.Generator) -> torch.Tensor:
+    """num x seq_len sequences from an unconditional generator (start token 0, no eos)."""
+    gen.eval()
+    out = sample_oracle(gen, num, seq_len, start_token=0, batch_size=batch_size, generator=g)
+    gen.train()
+    return out
+
+
+def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
+    n_r, n_f = len(real), len(fake)
+    empty = np.zeros(0, dtype=np.int64)
+    responses = [r for r in real.numpy()] + [f for f in fake.numpy()]
+    labels = np.concatenate([np.ones(n_r), np.zeros(n_f)]).astype(np.float32)
+    return dtrain.DExamples([empty] * (n_r + n_f), responses, labels)
+
+
+def run_oracle(cfg: Config, run: RunDir) -> dict:
+    """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve."""
+    o = cfg.oracle
+    device = setup(cfg.runtime)
+    seed = cfg.runtime.seed
+    if o.params:
+        oracle = load_oracle(o.params)
+    else:
+        oracle = make_oracle(o.vocab_size, o.embed_dim, o.hidden_dim, seed)
+    oracle = oracle.to(device).eval()
+    vocab = oracle.config.vocab_size if hasattr(oracle, "config") else o.vocab_size
+    if vocab != o.vocab_size:
+        cfg = replace(cfg, oracle=replace(o, vocab_size=vocab))
+        o = cfg.oracle
+    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, batch_size=o.num_samples,
+                         generator=torch.Generator().manual_seed(seed))  # (N, T)
+    self_nll = nll_oracle(oracle, real, start_token=0, batch_size=1024)
+
+    gen = generator_for(cfg).to(device)
+    disc = discriminator_for(cfg).to(device)
+    g_opt = torch.optim.Adam(gen.parameters(), lr=o.gen_lr)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=o.d_lr)
+    adv_opt = torch.optim.Adam(gen.parameters(), lr=o.gen_lr)
+    rollout = None
+    g = torch.Generator().manual_seed(seed + 1)
+    state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False,
+             "seconds": {"mle": 0.0, "d_pretrain": 0.0, "adversarial": 0.0}}
+    path = run.checkpoint(STAGE, "last")
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        load_model_state(gen, ckpt["model"], path)
+        load_model_state(disc, ckpt["discriminator"], path)
+        g_opt.load_state_dict(ckpt["optimizer"])
+        d_opt.load_state_dict(ckpt["d_optimizer"])
+        adv_opt.load_state_dict(ckpt["adv_optimizer"])
+        if "rollout" in ckpt:
+            rollout = copy.deepcopy(gen)
+            load_model_state(rollout, ckpt["rollout"], path)
+        state.update(ckpt["state"])
+        set_rng_state(ckpt["rng"], g)
+
+    def save() -> None:
+        extra = {"rollout": rollout.state_dict()} if rollout is not None else {}
+        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=None, model=gen.state_dict(),
+                        discriminator=disc.state_dict(), optimizer=g_opt.state_dict(), d_optimizer=d_opt.state_dict(),
+                        adv_optimizer=adv_opt.state_dict(), state=dict(state), rng=rng_state(g), **extra)
+
+    def evaluate(phase: str, index: int) -> float:
+        samples = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
+        nll = nll_oracle(oracle, samples.to(device), start_token=0, batch_size=1024)
+        state["curve"].append({"phase": phase, "index": index, "nll_oracle": round(nll, 4)})
+        run.log("oracle", phase=phase, index=index, nll_oracle=round(nll, 4))
+        tqdm.write(f"oracle {phase} {index}: NLL-oracle {nll:.3f}", file=sys.stderr)
+        return nll
+
+    run.write_config(cfg)
+    progress = cfg.runtime.progress
+    dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
+    l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
+
+    def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
+        fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
+        return dtrain.train_epochs(disc, d_opt, _examples(real, fake), epochs, dcfg, device, rng,
+                                   min_len=o.seq_len, extra_loss=l2)
+
+    # 1. MLE pretraining of the generator
+    t0 = time.monotonic()
+    bar = tqdm(total=o.mle_epochs, initial=state["epoch"], desc="oracle: MLE", disable=not progress, leave=False)
+    while state["epoch"] < o.mle_epochs:
+        rng = np.random.default_rng([seed, 1, state["epoch"]])
+        gen.train()
+        perm = rng.permutation(o.num_samples)
+        for s in range(0, o.num_samples, o.batch_size):
+            x = real[perm[s : s + o.batch_size]].to(device)  # (B, T)
+            loss, _ = mle_loss(gen, {"src": None, "src_mask": None, "tgt_in": shift_right(x, 0), "tgt_out": x},
+                               ignore_index=-100)
+            g_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(gen.parameters(), o.grad_clip)
+            g_opt.step()
+        if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
+            evaluate("mle", state["epoch"])
+        state["epoch"] += 1
+        bar.update(1)
+        state["seconds"]["mle"] += time.monotonic() - t0
+        t0 = time.monotonic()
+        save()
+    bar.close()
+    mle_nll = next((c["nll_oracle"] for c in reversed(state["curve"]) if c["phase"] == "mle"), math.nan)
+
+    # 2. Discriminator pretraining: rounds of (fresh negatives, k epochs)
+    t0 = time.monotonic()
+    bar = tqdm(total=o.d_pretrain_rounds, initial=state["d_round"], desc="oracle: D pretrain", disable=not progress,
+               leave=False)
+    while state["d_round"] < o.d_pretrain_rounds:
+        fit = d_epochs(o.d_epochs, np.random.default_rng([seed, 2, state["d_round"]]))
+        state["d_round"] += 1
+        run.log("oracle", phase="d_pretrain", round=state["d_round"], d_loss=round(fit["loss"], 4),
+                d_accuracy=round(fit["accuracy"], 4))
+        bar.update(1)
+        bar.set_postfix(d_acc=f"{fit['accuracy']:.3f}")
+        state["seconds"]["d_pretrain"] += time.monotonic() - t0
+        t0 = time.monotonic()
+        save()
+    bar.close()
+
+    # 3. Adversarial rounds: 1 g-step (rollout rewards, policy gradient), rollout update, D steps
+    t0 = time.monotonic()
+    bar = tqdm(total=o.adv_rounds, initial=state["adv_round"], desc="oracle: adversarial", disable=not progress,
+               leave=False)
+    reward = discriminator_reward(disc)
+    while state["adv_round"] < o.adv_rounds:
+        r = state["adv_round"]
+        if rollout is None:  # the rollout policy starts as a copy of the pretrained generator
+            rollout = copy.deepcopy(gen)
+        disc.eval()
+        seqs = sample_generator(gen, o.batch_size, o.seq_len, o.batch_size, g).to(device)  # (B, T)
+        rewards = rollout_rewards(rollout, reward, None, None, seqs, o.rollouts, max_len=o.seq_len, bos_id=0,
+                                  eos_id=None, pad_id=0, chunk_rows=cfg.adversarial.rollout_chunk, generator=g)
+        mask = torch.ones_like(seqs, dtype=torch.bool)
+        adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
+        gen.train()
+        logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
+        loss = policy_gradient_loss(logp, adv, mask)
+        adv_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(gen.parameters(), o.grad_clip)
+        adv_opt.step()
+        if r % o.eval_every == 0 or r == o.adv_rounds - 1:
+            evaluate("adversarial", r)
+        update_rollout_policy(rollout, gen, o.rollout_update)
+        fit = {}
+        for k in range(o.adv_d_steps):
+            fit = d_epochs(o.adv_d_epochs, np.random.default_rng([seed, 3, r, k]))
+        state["adv_round"] += 1
+        run.log("oracle", phase="adversarial", round=state["adv_round"], reward=round(float(rewards.mean()), 4),
+                d_accuracy=round(fit.get("accuracy", math.nan), 4))
+        bar.update(1)
+        bar.set_postfix(reward=f"{float(rewards.mean()):.3f}", d_acc=f"{fit.get('accuracy', math.nan):.3f}")
+        state["seconds"]["adversarial"] += time.monotonic() - t0
+        t0 = time.monotonic()
+        save()
+    bar.close()
+    state["complete"] = state["adv_round"] >= o.adv_rounds
+    save()
+    adv_nll = next((c["nll_oracle"] for c in reversed(state["curve"]) if c["phase"] == "adversarial"), math.nan)
+    result = {
+        "oracle_self_nll": round(self_nll, 4),
+        "mle_nll_oracle": mle_nll,
+        "adversarial_nll_oracle": adv_nll,
+        "best_adversarial_nll_oracle": min((c["nll_oracle"] for c in state["curve"] if c["phase"] == "adversarial"),
+                                           default=math.nan),
+        "paper": PAPER,
+        "seconds": {k: round(v, 1) for k, v in state["seconds"].items()},
+        "complete": state["complete"],
+        "curve": state["curve"],
+    }
+    atomic_write_text(run.root / "oracle.json", _json(result))
+    return result
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2) + "\n"
