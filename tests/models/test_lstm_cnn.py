@@ -133,3 +133,11 @@ def test_cnn_learns_a_separable_toy_task():
         opt.step()
     x, m, y = toy(512)
     assert ((d.eval()(None, None, x, m) > 0).float() == y).float().mean() > 0.95
+
+
+def test_cnn_unfolded_convolution_equals_conv1d():
+    d = cnn(seed=3)
+    x = torch.randn(4, 10, 8)
+    for conv in d.convs:
+        ref = F.relu(conv(x.transpose(1, 2))).amax(2)
+        assert torch.allclose(d._conv_max(x, conv), ref, atol=1e-5)

@@ -100,3 +100,26 @@ def test_straight_through_gumbel_is_one_hot_forward_with_gradient():
     assert torch.allclose(y, torch.nn.functional.one_hot(hard, 7).float())
     (y * torch.arange(7.0)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_mismatched_negatives_come_from_other_dialogues(tiny_run):
+    import numpy as np
+
+    from seqgan.data.dataset import PairDataset
+    from seqgan.rundir import RunDir
+    from seqgan.training.discriminator import build_examples, mismatched_indices
+
+    data = PairDataset.load(RunDir(tiny_run).split_path("train"))
+    rng = np.random.default_rng(0)
+    idx = np.arange(len(data))
+    other = mismatched_indices(data, idx, rng)
+    assert (data.dialogue_ids()[other] != data.dialogue_ids()[idx]).all()
+    fakes = [np.array([5, 3])] * len(idx)
+    ex = build_examples(data, idx, fakes, 0.5, rng)
+    n = len(idx)
+    assert ex.labels[:n].sum() == n and ex.labels[n:].sum() == 0
+    mismatched = [k for k in range(n) if not np.array_equal(ex.responses[n + k], fakes[k])]
+    assert 0.35 * n < len(mismatched) < 0.65 * n
+    for k in mismatched:  # a real response of a pair from another dialogue
+        sources = [j for j in range(len(data)) if np.array_equal(data.response(j), ex.responses[n + k])]
+        assert any(data.dialogue_id(j) != data.dialogue_id(int(idx[k])) for j in sources)

@@ -46,6 +46,16 @@ class CNNDiscriminator(nn.Module):
     def l2_penalty(self) -> torch.Tensor:
         return 0.5 * (self.out.weight.pow(2).sum() + self.out.bias.pow(2).sum())
 
+    @staticmethod
+    def _conv_max(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """relu(conv1d) then max over time, as one matmul over unfolded windows: the same numbers
+        as F.conv1d, an order of magnitude faster on a CPU for these short, wide inputs."""
+        B, T, E = x.shape
+        n, _, k = conv.weight.shape
+        windows = x.unfold(1, k, 1).reshape(B, T - k + 1, E * k)  # (B, T-k+1, E*k), (E, k) order
+        y = windows @ conv.weight.reshape(n, E * k).T + conv.bias  # (B, T-k+1, n)
+        return F.relu(y).amax(dim=1)
+
     def forward(self, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, resp: torch.Tensor,
                 resp_mask: torch.Tensor) -> torch.Tensor:
         """resp: ids (B, T) or distributions (B, T, V) -> logits (B,). Padded positions embed as zeros;
@@ -54,8 +64,7 @@ class CNNDiscriminator(nn.Module):
         x = x * resp_mask.unsqueeze(-1).to(x.dtype)
         if x.shape[1] < self.min_len:
             x = F.pad(x, (0, 0, 0, self.min_len - x.shape[1]))
-        x = x.transpose(1, 2)  # (B, E, T)
-        pooled = torch.cat([F.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)  # (B, total)
+        pooled = torch.cat([self._conv_max(x, conv) for conv in self.convs], dim=1)  # (B, total)
         transform, gate = self.highway(pooled).chunk(2, dim=1)
         g = torch.sigmoid(gate)
         h = g * F.relu(transform) + (1 - g) * pooled

@@ -32,7 +32,8 @@ def pick_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     """One token per row from next-token logits (B, V); temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
+    logits = filter_logits(logits, top_k, top_p)
     return inverse_cdf_sample(torch.softmax(logits, dim=-1), generator)
 
 

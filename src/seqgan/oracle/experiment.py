@@ -79,7 +79,7 @@ def discriminator_for(cfg: Config) -> nn.Module:
 def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g: torch.Generator) -> torch.Tensor:
     """num x seq_len sequences from an unconditional generator (start token 0, no eos)."""
     gen.eval()
-    out = sample_oracle(gen, num, seq_len, start_token=0, batch_size=batch_size, generator=g)
+    out = sample_oracle(gen, num, seq_len, start_token=0, batch_size=min(batch_size, 1024), generator=g)
     gen.train()
     return out
 
@@ -106,7 +106,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     if vocab != o.vocab_size:
         cfg = replace(cfg, oracle=replace(o, vocab_size=vocab))
         o = cfg.oracle
-    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, batch_size=o.num_samples,
+    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0,
                          generator=torch.Generator().manual_seed(seed))  # (N, T)
     self_nll = nll_oracle(oracle, real, start_token=0, batch_size=1024)
 

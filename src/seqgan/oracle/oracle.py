@@ -29,7 +29,7 @@ def load_oracle(path: str) -> LSTMGenerator:
 
 
 @torch.no_grad()
-def sample_oracle(model: nn.Module, num: int, seq_len: int, *, start_token: int = 0, batch_size: int = 4096,
+def sample_oracle(model: nn.Module, num: int, seq_len: int, *, start_token: int = 0, batch_size: int = 1024,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """num x seq_len sequences (no eos: every row has seq_len tokens), in large batches. (num, seq_len)"""
     was_training = model.training

@@ -1,0 +1,76 @@
+import math
+import random
+
+import numpy as np
+import pytest
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from seqgan.metrics.bleu import corpus_bleu, self_bleu, texygen_bleu
+from seqgan.metrics.classifier import accuracy, fooling_rate, roc_auc
+from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
+
+
+def random_corpus(rng: random.Random, n: int, vocab: int, lo: int = 0, hi: int = 12) -> list[list[int]]:
+    return [[rng.randrange(vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def nltk_texygen(hyps, refs, n):
+    w = tuple([1.0 / n] * n)
+    sf = SmoothingFunction().method1
+    return float(np.mean([sentence_bleu(refs, h, w, smoothing_function=sf) for h in hyps]))
+
+
+@pytest.mark.parametrize("seed, vocab, n", [(0, 6, 4), (1, 10, 3), (2, 4, 2), (3, 30, 4), (4, 8, 5)])
+def test_texygen_bleu_equals_nltk_average(seed, vocab, n):
+    rng = random.Random(seed)
+    refs = random_corpus(rng, 40, vocab, lo=1)
+    hyps = random_corpus(rng, 25, vocab, lo=0)  # includes empty and shorter-than-n hypotheses
+    assert texygen_bleu(hyps, refs, n) == pytest.approx(nltk_texygen(hyps, refs, n), abs=1e-9)
+
+
+def test_self_bleu_excludes_only_the_hypothesis_itself():
+    rng = random.Random(5)
+    samples = random_corpus(rng, 20, 6, lo=2)
+    samples.append(list(samples[0]))  # a duplicate: it stays a reference for samples[0]
+    expected = np.mean([nltk_texygen([s], samples[:i] + samples[i + 1 :], 3) for i, s in enumerate(samples)])
+    assert self_bleu(samples, 3) == pytest.approx(expected, abs=1e-9)
+    # without exclusion every sample would find itself: BLEU 1
+    assert nltk_texygen(samples, samples, 3) > self_bleu(samples, 3) + 0.1
+    assert self_bleu([[1, 2, 3], [4, 5, 6]], 2) == 0.0
+
+
+def test_corpus_bleu_equals_sacrebleu():
+    from sacrebleu.metrics import BLEU
+
+    hyps = ["the cat sat on the mat", "hello there how are you", "i like green tea"]
+    refs = ["the cat is on the mat", "hello how are you doing", "i like tea"]
+    ours = corpus_bleu(hyps, refs)
+    assert ours["bleu_4"] == pytest.approx(BLEU().corpus_score(hyps, [refs]).score)
+    assert ours["bleu_1"] == pytest.approx(BLEU(max_ngram_order=1).corpus_score(hyps, [refs]).score)
+    assert ours["bleu_1"] >= ours["bleu_2"] >= ours["bleu_4"]
+
+
+def test_distinct_n_hand_computed():
+    samples = [[1, 2, 1, 2], [1, 2, 3]]
+    # unigrams: 1,2,1,2,1,2,3 -> 3 unique / 7; bigrams: 12,21,12,12,23 -> 3 unique / 5
+    assert distinct_n(samples, 1) == pytest.approx(3 / 7)
+    assert distinct_n(samples, 2) == pytest.approx(3 / 5)
+    assert distinct_n([[1]], 2) == 0.0
+    assert mean_length(samples) == 3.5
+    assert repetition_rate(samples, 2) == 0.5  # the first repeats the bigram (1, 2)
+
+
+def test_roc_auc_equals_pairwise_count_with_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 200).astype(float)  # many ties
+    labels = rng.integers(0, 2, 200)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    brute = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert roc_auc(scores, labels) == pytest.approx(brute)
+    assert roc_auc(np.array([1.0, 2.0]), np.array([0, 1])) == 1.0
+    assert math.isnan(roc_auc(np.array([1.0]), np.array([1])))
+
+
+def test_accuracy_and_fooling_rate():
+    assert accuracy(np.array([1.0, -1.0]), np.array([-2.0, 3.0])) == 0.5
+    assert fooling_rate(np.array([1.0, -1.0, 2.0, -3.0])) == 0.5
