@@ -1,3 +1,5 @@
+"""Transformer discriminator: soft inputs, padding, context, truncation, learning."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,23 @@ def test_context_matters_when_conditional():
     assert not torch.allclose(d(ctx, cm, resp, rm), d(other, cm, resp, rm))
     u = make(False)
     assert torch.allclose(u(ctx, cm, resp, rm), u(other, cm, resp, rm))
+
+
+def test_long_contexts_keep_their_most_recent_tokens():
+    d = make(True)  # max_len 16
+    _, _, resp, rm = data(B=2)
+    g = torch.Generator().manual_seed(4)
+    ctx = torch.randint(4, V, (2, 30), generator=g)
+    cm = torch.ones_like(ctx, dtype=torch.bool)
+    cm[1, 20:] = False  # row 1: 20 real tokens, then padding
+    ctx[1, 20:] = 1
+    logits = d(ctx, cm, resp, rm)
+    last0, last1 = ctx[:1, -16:], ctx[1:, 4:20]
+    ones = torch.ones(1, 16, dtype=torch.bool)
+    assert torch.allclose(logits[0], d(last0, ones, resp[:1], rm[:1])[0], atol=1e-5)
+    assert torch.allclose(logits[1], d(last1, ones, resp[1:], rm[1:])[0], atol=1e-5)
+    with pytest.raises(ValueError, match="ctx"):
+        d(None, None, resp, rm)
 
 
 def test_learns_a_context_dependent_toy_task():

@@ -1,11 +1,11 @@
-"""Transformer generator: cached decoding, parameter sharing, learning, sampling options."""
+"""Transformer generator: cached decoding, parameter sharing, padding, learning."""
 
 import pytest
 import torch
 
 from seqgan.models import build_generator
 from seqgan.models.generator import GeneratorConfig, TransformerGenerator
-from seqgan.models.sampling import beam_search, filter_logits, sample
+from seqgan.models.sampling import sample
 from seqgan.training.policy import shift_right
 
 V = 40
@@ -29,8 +29,9 @@ def batch(seed=0, B=4, S=7, T=9):
 
 @pytest.mark.parametrize("conditional", [True, False])
 @pytest.mark.parametrize("share", [True, False])
-def test_cached_steps_equal_full_forward(conditional, share):
-    gen = make(conditional, share)
+@pytest.mark.parametrize("embed,tie", [(16, True), (32, False)])
+def test_cached_steps_equal_full_forward(conditional, share, embed, tie):
+    gen = make(conditional, share, tie=tie, embed=embed)
     src, mask, tgt = batch()
     if not conditional:
         src = mask = None
@@ -42,6 +43,7 @@ def test_cached_steps_equal_full_forward(conditional, share):
 
 
 def uncached_greedy(gen, src, mask, steps, bos=2):
+    """The reference: re-run the whole model over the prefix for every token."""
     y = torch.full((src.shape[0], 1), bos)
     for _ in range(steps):
         nxt = gen(src, mask, y)[:, -1].argmax(-1)
@@ -56,6 +58,17 @@ def test_greedy_cached_equals_uncached_loop():
     assert torch.equal(ours, uncached_greedy(gen, src, mask, 10))
 
 
+def test_context_padding_does_not_change_the_logits():
+    gen = make(seed=5)
+    src, mask, tgt = batch()
+    row = gen(src[:1, :4], None, tgt[:1])  # row 0 has 4 real context tokens
+    padded = gen(torch.cat([src, torch.ones(4, 3, dtype=torch.long)], 1),
+                 torch.cat([mask, torch.zeros(4, 3, dtype=torch.bool)], 1), tgt)[:1]
+    assert torch.allclose(row, padded, atol=1e-5)
+    other = gen(torch.roll(src, 1, 0), torch.roll(mask, 1, 0), tgt)
+    assert not torch.allclose(other[1:], gen(src, mask, tgt)[1:], atol=1e-4)  # the context matters
+
+
 def _layer_params(H, F, cross):
     attn = 4 * H * H + 4 * H  # q (H*H+H), kv (2H*H+2H), out (H*H+H)
     ff = H * F + F + F * H + H
@@ -65,15 +78,48 @@ def _layer_params(H, F, cross):
 
 def test_parameter_counts_shared_vs_unshared():
     H, F, E, L = 32, 64, 16, 3
-    emb = V * E + E * H + 24 * H  # tokens, factorized projection, positions
+    emb = V * E + E * H + 24 * H  # tokens, factorized projection, positions (max_len 24)
     head = H * E + V + 2 * H  # out projection, output bias, final decoder norm (tied output)
     enc, dec = _layer_params(H, F, cross=False), _layer_params(H, F, cross=True)
     shared = emb + head + enc + 2 * H + dec  # + encoder final norm
     assert make(share=True).num_parameters() == shared
     assert make(share=False).num_parameters() == shared + (L - 1) * (enc + dec)
-    untied = make(tie=False).num_parameters()
-    assert untied == shared + E * V
+    assert make(tie=False).num_parameters() == shared + E * V
     assert make(embed=32).num_parameters() == shared - V * 16 + V * 32 - 16 * 32 - 32 * 16  # no projections
+    dec_only = emb + head + _layer_params(H, F, cross=False)  # no encoder, no cross-attention
+    assert make(conditional=False).num_parameters() == dec_only
+
+
+def test_select_repeats_rows_and_shares_the_memory():
+    gen = make()
+    src, mask, tgt = batch()
+    state = gen.start(src, mask)
+    assert len({id(c.memory) for c in state.caches}) == 1  # one shared layer: its memory is computed once
+    gen.step(state, tgt[:, :2])
+    index = torch.tensor([1, 1, 3, 0])
+    rep = state.select(index)
+    assert rep.length == 2 and rep.batch_size == 4
+    assert len({id(c.memory) for c in rep.caches}) == 1
+    a = gen.step(rep, tgt[index, 2:4])
+    ref = gen(src[index], mask[index], tgt[index, :4])[:, 2:4]
+    assert torch.allclose(a, ref, atol=1e-5)
+    unshared = make(share=False)
+    assert len({id(c.memory) for c in unshared.start(src, mask).caches}) == 3
+
+
+def test_start_and_step_reject_bad_use():
+    gen = make()
+    with pytest.raises(ValueError, match="src"):
+        gen.start(None, None, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        make(conditional=False).start(None, None)
+    src, mask, _ = batch()
+    state = gen.start(src, mask)
+    gen.step(state, torch.full((4, 20), 5))
+    with pytest.raises(ValueError, match="max_len"):
+        gen.step(state, torch.full((4, 5), 5))
+    with pytest.raises(ValueError):
+        build_generator(GeneratorConfig())  # no vocabulary size
 
 
 def test_overfits_tiny_data_and_greedy_reproduces_targets():
@@ -92,85 +138,4 @@ def test_overfits_tiny_data_and_greedy_reproduces_targets():
         opt.step()
     assert loss.item() < 0.02
     out = sample(gen.eval(), src, mask, max_len=10, strategy="greedy")
-    assert torch.equal(out[:, : tgt.shape[1]], tgt)
-
-
-def test_sampling_options():
-    gen = make(seed=2)
-    src, mask, _ = batch(1)
-    greedy = sample(gen, src, mask, max_len=8, strategy="greedy", eos_id=None)
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(sample(gen, src, mask, max_len=8, top_k=1, eos_id=None, generator=g), greedy)
-    assert torch.equal(sample(gen, src, mask, max_len=8, temperature=1e-4, eos_id=None, generator=g), greedy)
-    assert torch.equal(sample(gen, src, mask, max_len=8, strategy="beam", num_beams=1, eos_id=None), greedy)
-    a = sample(gen, src, mask, max_len=8, generator=torch.Generator().manual_seed(5), eos_id=None)
-    b = sample(gen, src, mask, max_len=8, generator=torch.Generator().manual_seed(5), eos_id=None)
-    assert torch.equal(a, b)
-    c = sample(gen, src, mask, max_len=8, generator=torch.Generator().manual_seed(6), eos_id=None)
-    assert not torch.equal(a, c)
-
-
-def test_eos_stops_rows_and_pads_after():
-    gen = make(seed=3)
-    with torch.no_grad():
-        gen.out_bias[3] = 4.0  # make eos likely
-    src, mask, _ = batch(2, B=16)
-    out = sample(gen, src, mask, max_len=12, generator=torch.Generator().manual_seed(0))
-    for row in out.tolist():
-        if 3 in row:
-            k = row.index(3)
-            assert all(t == 1 for t in row[k + 1 :])
-    assert (out == 3).any()
-
-
-def test_beam_search_finds_higher_likelihood_than_greedy():
-    gen = make(seed=4)
-    with torch.no_grad():  # a peaked, non-uniform model, where greedy is often not the best sequence
-        for p in gen.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    src, mask, _ = batch(3, B=16)
-
-    def seq_logp(seqs):
-        lp = torch.log_softmax(gen(src, mask, shift_right(seqs, 2)), -1).gather(-1, seqs[..., None]).squeeze(-1)
-        return lp.sum(1)
-
-    greedy = sample(gen, src, mask, max_len=6, strategy="greedy", eos_id=None)
-    beam = beam_search(gen, src, mask, max_len=6, num_beams=5, eos_id=None)
-    assert (seq_logp(beam) >= seq_logp(greedy) - 1e-5).all()
-    assert (seq_logp(beam) > seq_logp(greedy) + 1e-6).any()
-
-
-def test_select_repeats_rows():
-    gen = make()
-    src, mask, tgt = batch()
-    state = gen.start(src, mask)
-    gen.step(state, tgt[:, :2])
-    rep = state.select(torch.tensor([1, 1, 3]))
-    a = gen.step(rep, tgt[[1, 1, 3], 2:3])
-    ref = gen(src, mask, tgt[:, :3])[:, 2]
-    assert torch.allclose(a[:, 0], ref[[1, 1, 3]], atol=1e-5)
-
-
-def test_filter_logits():
-    x = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
-    assert torch.isinf(filter_logits(x, top_k=2)).tolist() == [[True, False, False, True]]
-    p = torch.softmax(x, -1)[0]  # 0.087, 0.644, 0.237, 0.032
-    kept = ~torch.isinf(filter_logits(x, top_p=0.7))
-    assert kept.tolist() == [[False, True, True, False]] and p[1] < 0.7
-    assert (~torch.isinf(filter_logits(x, top_p=0.5))).sum() == 1
-
-
-def test_factory_rejects_missing_vocab():
-    with pytest.raises(ValueError):
-        build_generator(GeneratorConfig())
-
-
-def test_inverse_cdf_sampling_matches_probabilities_and_skips_zeros():
-    from seqgan.models.sampling import inverse_cdf_sample
-
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2]]).expand(40000, -1)
-    idx = inverse_cdf_sample(probs, torch.Generator().manual_seed(0))
-    freq = torch.bincount(idx, minlength=5).float() / len(idx)
-    assert freq[0] == 0 and freq[2] == 0
-    assert torch.allclose(freq, probs[0], atol=0.01)
+    assert torch.equal(out, tgt)  # every row stops at its eos, so nothing is left to trim

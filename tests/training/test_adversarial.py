@@ -4,11 +4,11 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from seqgan.models.sampling import sample
 from torch import nn
 
 from seqgan.config import Config
 from seqgan.models.generator import GeneratorConfig, TransformerGenerator
+from seqgan.models.sampling import sample
 from seqgan.training.adversarial import g_step_loss
 from seqgan.training.mle import mle_loss
 from seqgan.training.policy import sequence_lengths, shift_right

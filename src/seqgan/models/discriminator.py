@@ -58,9 +58,14 @@ class CrossBlock(nn.Module):
 
 
 class TransformerDiscriminator(nn.Module):
-    """Context and response encoded by the same shared encoder (both are utterances of one
-    language, and sharing halves the parameters), the response attends to the context, masked
-    mean pooling over the response, an MLP, one logit. Unconditional: the response alone."""
+    """Shared-layer encoder, cross-attention from the response to the context, masked mean
+    pooling over the response, an MLP, one logit. Unconditional: the response alone.
+
+    Context and response go through the same encoder: both are utterances of one language under
+    one tokenizer, so separate encoders would learn the same features twice from the same
+    (small) data with twice the parameters; the roles differ after the encoder, where only the
+    response attends to the context and the head sees the two poolings asymmetrically.
+    """
 
     def __init__(self, cfg: DiscriminatorConfig):
         super().__init__()
@@ -79,28 +84,37 @@ class TransformerDiscriminator(nn.Module):
         init_weights(self)
 
     def num_parameters(self) -> int:
+        """Parameters of the module; a shared layer counts once."""
         return num_params(self)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        h = self.embed(x)
-        m = padding_mask(mask)
-        for i in range(self.encoder.num_layers):
-            h = self.encoder.layer(i)(h, m)
-        return self.norm(h)
+        """Ids (B, T) or distributions (B, T, V) -> encoded states (B, T, H)."""
+        return self.norm(self.encoder(self.embed(x), padding_mask(mask)))
 
     def forward(self, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, resp: torch.Tensor,
                 resp_mask: torch.Tensor) -> torch.Tensor:
         """resp: ids (B, T) or a distribution over the vocabulary per position (B, T, V) -> logits (B,)."""
-        resp = resp[:, : self.config.max_len]
-        resp_mask = resp_mask[:, : self.config.max_len]
+        n = self.config.max_len
+        resp, resp_mask = resp[:, :n], resp_mask[:, :n]  # a response is judged by its start
         h = self.encode(resp, resp_mask)  # (B, T, H)
         if self.cross is None:
             return self.head(masked_mean(h, resp_mask)).squeeze(-1)
-        ctx, ctx_mask = ctx[:, -self.config.max_len :], ctx_mask[:, -self.config.max_len :]
+        if ctx is None or ctx_mask is None:
+            raise ValueError("a conditional discriminator needs ctx and ctx_mask")
+        ctx, ctx_mask = last_tokens(ctx, ctx_mask, n)  # a context by its most recent tokens
         memory = self.encode(ctx, ctx_mask)  # (B, S, H)
         h = self.cross(h, memory, padding_mask(ctx_mask))
         r, c = masked_mean(h, resp_mask), masked_mean(memory, ctx_mask)  # (B, H)
         return self.head(torch.cat([r, c, r * c, (r - c).abs()], dim=-1)).squeeze(-1)
+
+
+def last_tokens(x: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last n real tokens of right-padded rows x (B, S) and their mask; (B, min(S, n)) each."""
+    if x.shape[1] <= n:
+        return x, mask
+    begin = (mask.sum(1) - n).clamp(min=0)  # (B,)
+    idx = begin[:, None] + torch.arange(n, device=x.device)  # (B, n)
+    return x.gather(1, idx), mask.gather(1, idx)
 
 
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from seqgan.models.transformer import (
+    CrossMemory,
     DecoderLayer,
     Embeddings,
     EncoderLayer,
@@ -39,7 +40,10 @@ class GeneratorConfig:
 
 
 class DecodeState:
-    """What incremental decoding carries between steps: one cache per decoder layer application."""
+    """What incremental decoding carries between steps: one cache per decoder layer application.
+
+    `length` counts the positions consumed so far (bos included).
+    """
 
     def __init__(self, caches: list[LayerCache], length: int = 0):
         self.caches, self.length = caches, length
@@ -50,11 +54,23 @@ class DecodeState:
 
     def select(self, index: torch.Tensor) -> DecodeState:
         """Rows `index` (B',), e.g. each row N times for rollouts, or a beam reordering."""
-        return DecodeState([c.select(index) for c in self.caches], self.length)
+        picked: dict[int, CrossMemory] = {}  # a memory shared by several applications is gathered once
+        caches = []
+        for c in self.caches:
+            m = c.memory
+            if m is not None and id(m) not in picked:
+                picked[id(m)] = m.select(index)
+            caches.append(c.select(index, None if m is None else picked[id(m)]))
+        return DecodeState(caches, self.length)
 
 
 class TransformerGenerator(nn.Module):
-    """Encoder-decoder (context -> response) when cfg.conditional, else decoder-only."""
+    """Encoder-decoder (context -> response) when cfg.conditional, else decoder-only.
+
+    Ids in, next-token logits out; position 0 of the decoder input is bos. `forward` is teacher
+    forcing over whole sequences; `start` + `step` decode incrementally with a key/value cache
+    and give the same logits.
+    """
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
@@ -76,55 +92,55 @@ class TransformerGenerator(nn.Module):
         scaled_init_(self, cfg.num_layers)
 
     def num_parameters(self) -> int:
+        """Parameters of the module; a shared layer counts once."""
         return num_params(self)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder states (B, T, H) -> next-token logits (B, T, V)."""
         x = self.dec_norm(x)
         if self.out_proj is not None:
-            x = self.out_proj(x)
+            x = self.out_proj(x)  # (B, T, E)
         w = self.embed.tok.weight if self.lm_head is None else self.lm_head.weight
-        return x @ w.T + self.out_bias  # (B, T, V)
+        return x @ w.T + self.out_bias
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.embed(src)  # (B, S, H)
-        mask = padding_mask(src_mask)
-        for i in range(self.encoder.num_layers):
-            x = self.encoder.layer(i)(x, mask)
-        return self.enc_norm(x)
+        """Context ids (B, S) -> memory (B, S, H)."""
+        return self.enc_norm(self.encoder(self.embed(src), padding_mask(src_mask)))
+
+    def decode(self, memory: torch.Tensor | None, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing decoder pass over tgt_in (B, T) given an encoded memory -> logits (B, T, V)."""
+        return self.logits(self.decoder(self.embed(tgt_in), memory, padding_mask(src_mask)))
 
     def forward(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logits (B, T, V) of the next token at every position of tgt_in."""
-        memory = self.encode(src, src_mask) if self.config.conditional else None
-        mem_mask = padding_mask(src_mask) if self.config.conditional else None
-        x = self.embed(tgt_in)
-        for i in range(self.decoder.num_layers):
-            x = self.decoder.layer(i)(x, memory, mem_mask)
-        return self.logits(x)
+        """Teacher forcing: logits (B, T, V) of the next token at every position of tgt_in (B, T)."""
+        if not self.config.conditional:
+            return self.decode(None, None, tgt_in)
+        return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
     def start(self, src: torch.Tensor | None, src_mask: torch.Tensor | None,
               batch_size: int | None = None) -> DecodeState:
-        """Encode the context once and allocate the key/value caches."""
+        """Encode the context once (B, S) and allocate the key/value caches (decoder-only: batch_size rows)."""
         cfg = self.config
+        if cfg.conditional and src is None:
+            raise ValueError("a conditional generator needs src to start decoding")
         B = src.shape[0] if src is not None else batch_size
         if B is None:
             raise ValueError("start() needs src or batch_size")
-        ref = self.embed.tok.weight
+        memories: dict[int, CrossMemory] = {}  # applications of one shared layer share its memory
+        if cfg.conditional:
+            memory, mask = self.encode(src, src_mask), padding_mask(src_mask)
+            for layer in self.decoder.layers:
+                memories[id(layer)] = layer.memory(memory, mask)
         nh, hd = cfg.num_heads, cfg.hidden_dim // cfg.num_heads
-        memory = self.encode(src, src_mask) if cfg.conditional else None
-        caches = []
-        for i in range(self.decoder.num_layers):
-            keys = ref.new_zeros(B, nh, cfg.max_len, hd)
-            values = ref.new_zeros(B, nh, cfg.max_len, hd)
-            ck = cv = None
-            if cfg.conditional:
-                ck, cv = self.decoder.layer(i).cross_attn.keys_values(memory)  # (B, nh, S, hd)
-            caches.append(LayerCache(keys, values, 0, ck, cv, padding_mask(src_mask) if cfg.conditional else None))
+        like = self.embed.tok.weight
+        caches = [LayerCache.empty(B, nh, cfg.max_len, hd, like, memories.get(id(layer)))
+                  for layer in self.decoder.applied()]
         return DecodeState(caches)
 
     def step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed k new tokens (B, k); returns their next-token logits (B, k, V); updates state."""
-        x = self.embed(tokens, start=state.length)
-        for i in range(self.decoder.num_layers):
-            x = self.decoder.layer(i).step(x, state.caches[i])
+        """Feed k new tokens (B, k); returns their next-token logits (B, k, V); updates state in place."""
+        x = self.embed(tokens, start=state.length)  # (B, k, H)
+        for layer, cache in zip(self.decoder.applied(), state.caches, strict=True):
+            x = layer.step(x, cache)
         state.length += tokens.shape[1]
         return self.logits(x)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+STRATEGIES = ("sample", "greedy", "beam")
+
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Keep the top_k largest logits and the smallest set whose probability reaches top_p. (B, V)"""
@@ -56,9 +58,11 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
                       compact_min_rows: int = 64) -> torch.Tensor:
     """Sample `steps` tokens onward from `state` whose next-token logits (B, V) are given. (B, steps)
 
-    Rows already done (or done on eos) emit pad. When at least half of the rows still decoded
-    are done, they are dropped from the batch (the state is compacted), so a batch of short
-    and long rows costs about what its real tokens cost; the loop ends when every row is done.
+    This is what Monte-Carlo rollouts call after feeding a prefix with `gen.step(state, prefix)`.
+    Rows already done (`done`, (B,) bool) or done on eos emit pad. When at least half of the
+    rows still decoded are done, they are dropped from the batch (the state is compacted), so a
+    batch of short and long rows costs about what its real tokens cost; the loop ends when every
+    row is done. The state is consumed: do not step it afterwards.
     """
     B = logits.shape[0]
     device = logits.device
@@ -95,7 +99,16 @@ def sample(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | No
            strategy: str = "sample", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            num_beams: int = 4, batch_size: int | None = None, bos_id: int = 2, eos_id: int | None = 3,
            pad_id: int = 1, generator: torch.Generator | None = None, length_penalty: float = 1.0) -> torch.Tensor:
-    """Responses (B, T <= max_len) for contexts src (B, S), or batch_size unconditional sequences."""
+    """Responses (B, T <= max_len) for contexts src (B, S), or batch_size unconditional sequences.
+
+    strategy: "sample" (temperature, top_k, top_p; temperature 0 is greedy), "greedy" or "beam"
+    (num_beams, length_penalty). Ids come without the leading bos, eos included, pad after it;
+    the loop ends once every row has emitted eos. Put the model in eval mode first.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown sampling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if strategy == "beam" and num_beams > 1:
         return beam_search(gen, src, src_mask, max_len=max_len, num_beams=num_beams, batch_size=batch_size,
                            bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, length_penalty=length_penalty)
