@@ -31,6 +31,8 @@ def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
     if cfg.data.lowercase:
         text = text.lower()
     ids = tokenizer.encode(text)[-cfg.data.max_len:]
+    if not ids:  # e.g. only control characters, which normalization removes
+        raise SeqGANError("the context is empty once normalized: say something with letters or digits")
     return np.asarray(ids, dtype=np.int64)
 
 

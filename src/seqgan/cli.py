@@ -7,6 +7,7 @@ number of dotted overrides `section.key=value`. Exit codes: 0 ok, 2 bad input, 1
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir
 
 DEFAULT_PRESET = "chitchat-cpu"
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
 
 
 class Ctx:
@@ -98,15 +100,45 @@ def cmd_plot(ctx: Ctx) -> dict:
     return out
 
 
+def cmd_export(ctx: Ctx) -> dict:
+    from seqgan.export import export_generator
+
+    out = export_generator(ctx.cfg, ctx.run, ctx.args.checkpoint, ctx.args.out)
+    ctx.say(f"exported the {out['generator']} generator to {out['path']}")
+    return out
+
+
 def cmd_run(ctx: Ctx) -> dict:
     return _stages().run_all(ctx.cfg, ctx.run)
 
 
-def _not_built(what: str, milestone: str) -> Callable[[Ctx], dict]:
-    def run(ctx: Ctx) -> dict:
-        raise SeqGANError(f"'seqgan {what}' is not built yet; it arrives with the milestone '{milestone}'")
+SERVE_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "pydantic_core")
 
-    return run
+
+def cmd_serve(ctx: Ctx) -> dict:
+    try:
+        from seqgan.serve.server import ServeConfig, serve
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in SERVE_EXTRA:
+            raise SeqGANError("the server needs FastAPI and uvicorn, which are not installed: "
+                              "pip install 'seqgan[serve]'") from None
+        raise
+    a = ctx.args
+    scfg = ServeConfig(host=a.host, port=a.port, max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms,
+                       max_context_turns=a.max_context_turns, max_context_chars=a.max_context_chars)
+    return serve(ctx.cfg, ctx.run, scfg, say=ctx.say)
+
+
+def cmd_compare(ctx: Ctx) -> dict:
+    from seqgan.compare import compare
+
+    out = compare(ctx.cfg, ctx.run, split=ctx.args.split or "test", n=ctx.args.n, out=ctx.args.out)
+    markdown = out.pop("markdown")
+    if ctx.args.out is not None:
+        ctx.say(f"compare: {len(out['examples'])} contexts -> {ctx.args.out}")
+    elif not ctx.args.json:
+        sys.stdout.write(markdown)
+    return out
 
 
 COMMANDS: dict[str, Callable[[Ctx], dict]] = {
@@ -117,9 +149,10 @@ COMMANDS: dict[str, Callable[[Ctx], dict]] = {
     "evaluate": cmd_evaluate,
     "chat": cmd_chat,
     "respond": cmd_respond,
-    "serve": _not_built("serve", "Chat server"),
-    "compare": _not_built("compare", "Chat server"),
+    "serve": cmd_serve,
+    "compare": cmd_compare,
     "run": cmd_run,
+    "export": cmd_export,
     "oracle": cmd_oracle,
     "plot": cmd_plot,
 }
@@ -135,6 +168,7 @@ HELP = {
     "serve": "HTTP API and web chat page",
     "compare": "responses of both generators and the reference, side by side",
     "run": "every stage in order, each skipped when already complete",
+    "export": "a generator's weights as safetensors + JSON config + tokenizer",
     "oracle": "the SeqGAN paper's synthetic-data experiment (NLL-oracle)",
     "plot": "PNG curves of a run's metrics",
 }
@@ -150,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     common.add_argument("--seed", type=int, help="random seed (runtime.seed)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    common.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
     p = _Parser(prog="seqgan", description="SeqGAN-family text GANs for dialogue response generation.")
     p.add_argument("--version", action="version", version=f"seqgan {__version__}")
@@ -164,12 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("model", choices=["generator", "discriminator"])
         if name in ("generate", "compare"):
             sp.add_argument("--split", default=None, help="train | valid | test")
-        if name in ("chat", "respond", "compare", "serve"):
+        if name == "export":
+            sp.add_argument("--out", default=None, help="output folder (default RUN_DIR/export/<generator>)")
+        if name in ("chat", "respond", "export"):
             sp.add_argument("--checkpoint", default=None, help="pretrained | adversarial | PATH")
+        if name == "serve":
+            sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+            sp.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+            sp.add_argument("--max-batch-size", type=int, default=16,
+                            help="requests answered by one model call at most (default 16; 1 = no batching)")
+            sp.add_argument("--max-wait-ms", type=float, default=5.0,
+                            help="how long a request may wait for others to share its batch (default 5)")
+            sp.add_argument("--max-context-turns", type=int, default=32, help="turns per request (default 32)")
+            sp.add_argument("--max-context-chars", type=int, default=4000,
+                            help="characters per request, all turns together (default 4000)")
+        if name == "compare":
+            sp.add_argument("--n", type=int, default=50, help="contexts to compare (default 50)")
+            sp.add_argument("--out", default=None, metavar="FILE.md|FILE.html",
+                            help="write markdown or HTML by the suffix (default: markdown on stdout)")
         if name == "respond":
             sp.add_argument("text", help="the context (earlier turns separated by ' | ')")
         if name == "evaluate":
             sp.add_argument("--compare", nargs="+", metavar="DIR", help="several run directories")
+        # last, so that a command's own positionals (pretrain MODEL, respond TEXT) come first
+        sp.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return p
 
 
@@ -177,8 +228,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (no usage dump) on bad arguments."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"seqgan: {message} (see 'seqgan {self.prog.split()[-1]} --help')", file=sys.stderr)
+        command = " ".join(self.prog.split()[1:2])
+        print(f"seqgan: {message} (see 'seqgan {command + ' ' if command else ''}--help')", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Overrides may stand anywhere after the command, options between them included
+    (`seqgan pretrain generator --run-dir D pretrain.epochs=3`), which argparse alone refuses."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + extra
+    return args
 
 
 def make_context(args: argparse.Namespace) -> Ctx:
@@ -203,7 +267,10 @@ def make_context(args: argparse.Namespace) -> Ctx:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # bad arguments (one line already printed), --help, --version
+        return e.code if isinstance(e.code, int) else 2
     try:
         ctx = make_context(args)
         result = COMMANDS[args.command](ctx) or {}
@@ -219,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, FloatingPointError):
             print(f"seqgan {args.command}: stopped: {e}", file=sys.stderr)
             return 1
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # disk full, read-only, no permission
+            where = f": {e.filename}" if e.filename else ""
+            print(f"seqgan {args.command}: error: cannot write{where}: {e.strerror}; files already in the run "
+                  "directory are intact", file=sys.stderr)
+            return 2
         raise
     except KeyboardInterrupt:
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)

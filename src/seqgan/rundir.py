@@ -37,6 +37,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_stale_temp_files(root: Path) -> list[Path]:
+    """Delete temp files that a killed process left behind (`.NAME.*.tmp` of `atomic_write_bytes`).
+
+    Only safe while holding the run's lock: then no other writer can be mid-write.
+    """
+    stale = [p for p in Path(root).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -183,6 +194,7 @@ class RunLock:
             raise SeqGANError(f"run directory {self.path.parent} is in use by another process{holder}") from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, str(os.getpid()).encode())
+        remove_stale_temp_files(self.path.parent)
         return self
 
     def __exit__(self, *exc: Any) -> None:

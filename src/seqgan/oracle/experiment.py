@@ -155,7 +155,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
         return dtrain.train_epochs(disc, d_opt, _examples(real, fake), epochs, dcfg, device, rng,
-                                   min_len=o.seq_len, extra_loss=l2)
+                                   min_len=o.seq_len, extra_loss=l2, max_nonfinite=cfg.runtime.max_nonfinite)
 
     # 1. MLE pretraining of the generator
     t0 = time.monotonic()

@@ -138,7 +138,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
     g_optimizer = torch.optim.Adam(gen.parameters(), lr=a.lr)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
-    state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0}
+    state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0}
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
@@ -180,8 +180,9 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             loss, stats, state["running"] = g_step_loss(cfg, gen, rollout, disc, ref, batch, g, state["running"])
             g_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if not (torch.isfinite(loss) and grads_finite(gen)):
+            if not (torch.isfinite(loss) and grads_finite(gen)):  # skip the step, count it
                 state["nonfinite"] += 1
+                state["skipped"] = state.get("skipped", 0) + 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
                     raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
                                              f"checkpoint kept at {last_path}")
@@ -198,7 +199,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             fakes = generate_responses(gen, contexts_of(train, didx), cfg.sample, device, g)
             ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
-                                        np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]))
+                                        np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
+                                        checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)

@@ -99,10 +99,14 @@ def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generat
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
-                 checkpoint: str = "") -> dict:
-    """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy."""
+                 checkpoint: str = "", max_nonfinite: int = 10) -> dict:
+    """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy.
+
+    A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
+    a row raise FloatingPointError (the last checkpoint on disk stays the last good one).
+    """
     disc.train()
-    total_loss, correct, seen, skipped = 0.0, 0, 0, 0
+    total_loss, correct, seen, skipped, in_a_row = 0.0, 0, 0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
             if stop is not None and stop.requested:  # the round restarts from its checkpoint
@@ -116,8 +120,12 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not (torch.isfinite(loss) and grads_finite(disc)):
-                skipped += 1
+                skipped, in_a_row = skipped + 1, in_a_row + 1
+                if in_a_row >= max_nonfinite:
+                    raise FloatingPointError(f"{in_a_row} non-finite discriminator steps in a row; last good "
+                                             f"checkpoint kept{' at ' + checkpoint if checkpoint else ''}")
                 continue
+            in_a_row = 0
             nn.utils.clip_grad_norm_(disc.parameters(), dc.grad_clip)
             optimizer.step()
             total_loss += loss.item() * len(idx)
@@ -200,7 +208,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
-                           checkpoint=f"{last_path} (round {state['round']})")
+                           checkpoint=f"{last_path} (round {state['round']})", max_nonfinite=cfg.runtime.max_nonfinite)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1

@@ -90,7 +90,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         total_steps = min(total_steps, p.max_steps)
     scheduler = warmup_cosine(optimizer, p.warmup_steps, total_steps, p.min_lr_ratio)
 
-    state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0}
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0,
+             "skipped": 0}
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
@@ -124,8 +125,9 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             loss, ntok = mle_loss(model, batch, p.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if not (torch.isfinite(loss) and grads_finite(model)):
+            if not (torch.isfinite(loss) and grads_finite(model)):  # skip the step, count it
                 state["nonfinite"] += 1
+                state["skipped"] = state.get("skipped", 0) + 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
                     raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
                                              f"checkpoint kept at {last_path}")
@@ -192,6 +194,7 @@ def _summary(state: dict, model: nn.Module, run: RunDir, resumed: bool) -> dict:
         "best_valid_ppl": round(math.exp(min(best, 50)), 3),
         "parameters": sum(p.numel() for p in model.parameters()),
         "complete": state["complete"],
+        "skipped_steps": state.get("skipped", 0),
         "stopped_by": state.get("reason"),
         "already_complete": resumed,
         "checkpoint": str(run.checkpoint(STAGE, "best")),

@@ -1,0 +1,228 @@
+"""Non-finite steps, a full or unwritable disk, stale temp files, hostile CLI input, safetensors export."""
+
+import errno
+import os
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from support import run_cli
+
+import seqgan.training.mle as mle
+from seqgan import rundir as rundir_module
+from seqgan.config import from_dict
+from seqgan.data.tokenizer import Tokenizer
+from seqgan.rundir import RunDir, atomic_write_bytes
+from seqgan.training.discriminator import DExamples, train_epochs
+
+
+def _copy(tiny_run, dst) -> RunDir:
+    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
+    return RunDir(dst)
+
+
+def _setup(tiny_run, dst, **runtime):
+    run = _copy(tiny_run, dst)
+    cfg = from_dict(run.read_config())
+    cfg.pretrain.epochs = 1
+    for k, v in runtime.items():
+        setattr(cfg.runtime, k, v)
+    return run, cfg, Tokenizer.load(run.spm_model)
+
+
+def _nan_at(steps: set[int] | None, monkeypatch):
+    """Make mle_loss return NaN on the given call numbers (1-based; None = from the 5th on)."""
+    real, calls = mle.mle_loss, [0]
+
+    def loss(*args, **kwargs):
+        calls[0] += 1
+        value, n = real(*args, **kwargs)
+        bad = calls[0] >= 5 if steps is None else calls[0] in steps
+        return (value * float("nan") if bad else value), n
+
+    monkeypatch.setattr(mle, "mle_loss", loss)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tiny_run, tmp_path, monkeypatch):
+    run, cfg, tok = _setup(tiny_run, tmp_path / "r")
+    _nan_at({3, 4, 9}, monkeypatch)
+    out = mle.pretrain_generator(cfg, run, torch.device("cpu"), tok)
+    assert out["complete"] and out["skipped_steps"] == 3
+    weights = torch.load(run.checkpoint("generator", "last"), weights_only=True)["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_and_keep_the_good_checkpoint(tiny_run, tmp_path, monkeypatch, capsys):
+    run, cfg, tok = _setup(tiny_run, tmp_path / "r", checkpoint_every=2, max_nonfinite=3)
+    _nan_at(None, monkeypatch)
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row; last good checkpoint kept"):
+        mle.pretrain_generator(cfg, run, torch.device("cpu"), tok)
+    ckpt = torch.load(run.checkpoint("generator", "last"), weights_only=True)
+    assert ckpt["state"]["step"] >= 4 and ckpt["state"]["skipped"] >= 1
+    assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
+    # through the CLI: one line, exit 1, and the checkpoint is still the good one
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.max_nonfinite=3") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite steps in a row" in err[0]
+
+
+def test_discriminator_stops_after_nonfinite_steps_in_a_row():
+    disc = torch.nn.Linear(1, 1)
+    weight = disc.weight.detach().clone()
+
+    class NaNDisc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = disc
+
+        def forward(self, ctx, ctx_mask, resp, resp_mask):
+            return self.inner(resp[:, :1].float()).squeeze(-1) * float("nan")
+
+    from seqgan.config import DiscriminatorTrainConfig
+
+    n = 64
+    ex = DExamples([np.array([5])] * n, [np.array([6, 7])] * n, np.array([1.0, 0.0] * (n // 2), dtype=np.float32))
+    opt = torch.optim.SGD(disc.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="4 non-finite discriminator steps in a row"):
+        train_epochs(NaNDisc(), opt, ex, 5, DiscriminatorTrainConfig(batch_size=8), torch.device("cpu"),
+                     np.random.default_rng(0), max_nonfinite=4)
+    assert torch.equal(disc.weight, weight)  # no bad step was applied
+
+
+def test_disk_full_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    atomic_write_bytes(target, b"good")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir_module.os, "fsync", full)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new contents" * 1000)
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_disk_full_or_unwritable_run_dir_is_one_line_exit_2(tiny_run, tmp_path, monkeypatch, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir_module.os, "fsync", full)
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0]
+    assert not run.checkpoint("generator", "last").exists()
+    monkeypatch.undo()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", blocker / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path):
+    run = RunDir(tmp_path / "r")
+    stale = run.root / "checkpoints" / "generator" / ".last.pt.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    keep = run.root / "checkpoints" / "generator" / "last.pt"
+    keep.write_bytes(b"whole")
+    with run.lock():
+        pass
+    assert not stale.exists() and keep.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("pretrain.epochs=abc",), "pretrain.epochs"),
+    (("nosuch.key=1",), "unknown config key"),
+    (("pretrain.epochs",), "unrecognized arguments"),
+    (("--bogus-flag",), "unrecognized arguments"),
+    (("pretrain.lr=-1",), "pretrain.lr"),
+])
+def test_invalid_overrides_are_one_line_exit_2(tiny_run, tmp_path, capsys, args, message):
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_random_bytes_as_checkpoints_exit_2(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    rng = random.Random(0)
+    for stage in ("generator", "discriminator", "adversarial"):
+        path = run.checkpoint(stage, "last")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 4000))))
+    for args in (("pretrain", "generator"), ("respond", "--checkpoint", str(run.checkpoint("adversarial", "last")), "hi")):
+        assert run_cli(*args, "--run-dir", run.root) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "checkpoint" in err[0], err
+
+
+def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from seqgan.artifacts import load_generator
+    from seqgan.export import load_exported
+
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
+    out = tmp_path / "exported"
+    assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) >= ["config.json", "model.safetensors", "spm.model"]
+    cfg = from_dict(run.read_config())
+    tok = Tokenizer.load(run.spm_model)
+    ref, _ = load_generator(cfg, run, tok, torch.device("cpu"), "pretrained")
+    tensors = load_file(out / "model.safetensors")
+    assert tensors.keys() == ref.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(tensors[k], v), k
+    model, tok2, meta = load_exported(out)
+    assert meta["tokenizer_hash"] == tok.hash and tok2.hash == tok.hash
+    src = torch.tensor([tok.encode("hello there")])
+    tgt = torch.tensor([[2, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(model(src, torch.ones_like(src, dtype=torch.bool), tgt),
+                           ref(src, torch.ones_like(src, dtype=torch.bool), tgt))
+    # a damaged export is refused with one line
+    (out / "model.safetensors").write_bytes(os.urandom(100))
+    from seqgan.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not readable"):
+        load_exported(out)
+    # nothing to export yet: one line, exit 2
+    assert run_cli("export", "--run-dir", run.root, "--checkpoint", "adversarial") == 2
+    assert "no adversarial generator yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem, message", [("tokenizer", "different tokenizer"),
+                                              ("shape", "does not fit this model's shape"),
+                                              ("foreign", "not a seqgan checkpoint")])
+def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys, problem, message):
+    from dataclasses import replace
+
+    from seqgan.models import build_generator
+    from seqgan.training.checkpoint import save_checkpoint
+    from seqgan.training.mle import generator_config
+
+    run = _copy(tiny_run, tmp_path / "r")
+    cfg = from_dict(run.read_config())
+    tok = Tokenizer.load(run.spm_model)
+    gen_cfg = generator_config(cfg, tok.vocab_size)
+    if problem == "shape":
+        gen_cfg = replace(gen_cfg, hidden_dim=gen_cfg.hidden_dim * 2, ff_dim=gen_cfg.ff_dim * 2)
+    path = run.checkpoint("generator", "last")
+    if problem == "foreign":
+        path.parent.mkdir(parents=True)
+        torch.save({"model": build_generator(gen_cfg).state_dict()}, path)
+    else:
+        save_checkpoint(path, config={}, tokenizer_hash="0" * 64 if problem == "tokenizer" else tok.hash,
+                        model=build_generator(gen_cfg).state_dict())
+    assert run_cli("pretrain", "generator", "--run-dir", run.root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
