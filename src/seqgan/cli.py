@@ -17,7 +17,7 @@ from typing import Any
 from seqgan import __version__
 from seqgan import config as C
 from seqgan.errors import SeqGANError
-from seqgan.rundir import RunDir
+from seqgan.rundir import RunDir, main_process
 
 DEFAULT_PRESET = "chitchat-cpu"
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
@@ -30,8 +30,9 @@ class Ctx:
         self.cfg, self.run, self.args = cfg, run, args
 
     def say(self, *parts: Any) -> None:
-        """Human text: stderr (stdout is kept for --json and replies)."""
-        print(*parts, file=sys.stderr, flush=True)
+        """Human text: stderr (stdout is kept for --json and replies); rank 0 only under torchrun."""
+        if main_process():
+            print(*parts, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return 130
-    if args.json:
+    if args.json and main_process():
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
     return 0

@@ -6,6 +6,7 @@ half-written file behind; `metrics.jsonl` is append-only, one JSON object per li
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -118,6 +119,8 @@ class RunDir:
         return C.read_yaml(self.config_path)
 
     def write_config(self, cfg: C.Config) -> None:
+        if not main_process():
+            return
         text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
         atomic_write_text(self.config_path, text)
 
@@ -141,6 +144,8 @@ class RunDir:
     def log(self, stage: str, **values: Any) -> dict:
         """Append one JSON line to metrics.jsonl (stage, time, values)."""
         rec = {"stage": stage, "time": round(time.time(), 3), **values}
+        if not main_process():
+            return rec
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=_json_default) + "\n")
@@ -161,8 +166,14 @@ class RunDir:
         return out
 
     # lock --------------------------------------------------------------------
-    def lock(self) -> RunLock:
-        return RunLock(self.root / ".lock")
+    def lock(self) -> RunLock | contextlib.nullcontext:
+        """The run's writer lock; in a distributed run only rank 0 writes, so only it locks."""
+        return RunLock(self.root / ".lock") if main_process() else contextlib.nullcontext()
+
+
+def main_process() -> bool:
+    """False on ranks other than 0 of a torchrun world (they never write run files)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
 
 
 def _json_default(x: Any) -> Any:

@@ -27,11 +27,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup(rt: RuntimeConfig) -> torch.device:
-    """Set threads and seeds; return the device."""
+    """Join the process group when started by torchrun, set threads and seeds; return the device.
+
+    Ranks other than 0 get their own seed stream (dropout differs per rank, as it should) and no
+    progress bars.
+    """
+    from seqgan import distributed
+
+    world, device_name = distributed.init(rt.device)
     if rt.threads > 0:
         torch.set_num_threads(rt.threads)
-    seed_everything(rt.seed)
-    return resolve_device(rt.device)
+    if not world.main:
+        rt.progress = False
+    seed_everything(distributed.per_rank_seed(rt.seed, world))
+    if rt.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"runtime.precision must be fp32, bf16 or fp16, got {rt.precision!r}")
+    return resolve_device(device_name)
 
 
 def seed_everything(seed: int) -> None:
@@ -46,22 +57,3 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def rng_state() -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -15,7 +15,7 @@ import torch
 from seqgan import artifacts
 from seqgan.config import Config
 from seqgan.data.dataset import PairDataset
-from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, main_process
 from seqgan.runtime import setup
 from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.signals import StopFlag
@@ -24,7 +24,8 @@ SPLITS = ("train", "valid", "test")
 
 
 def say(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+    if main_process():  # one voice in a distributed run
+        print(*parts, file=sys.stderr, flush=True)
 
 
 def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:

@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from seqgan import distributed
 from seqgan.config import Config, to_dict
 from seqgan.data.batching import collate
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqgan.metrics.diversity import distinct_n
+from seqgan.models.noise import RowNoise
 from seqgan.models.sampling import sample
 from seqgan.rundir import RunDir
 from seqgan.training import discriminator as dtrain
@@ -56,25 +58,47 @@ STAGE = "adversarial"
 
 def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module, ref: nn.Module | None,
                 batch: dict, g: torch.Generator, running: float | None) -> tuple[torch.Tensor, dict, float | None]:
-    """The generator's adversarial loss on one batch of contexts; returns (loss, stats, running baseline)."""
+    """The generator's adversarial loss on one batch of contexts; returns (loss, stats, running baseline).
+
+    In a distributed run `batch` holds this rank's rows of a global batch (`row_ids`: their
+    global indices, `rows`: the global batch size). Samples and rollouts are keyed by global row,
+    baselines are computed on the gathered rewards of all rows, and each mean is taken over the
+    global batch and scaled by the world size, so that DDP's gradient average is the gradient
+    one process computes for the whole batch.
+    """
     a = cfg.adversarial
+    world = distributed.current()
     max_len = a.max_len or cfg.sample.max_len
     src, src_mask = batch["src"], batch["src_mask"]
+    B = src.shape[0]
+    row_ids = batch.get("row_ids", torch.arange(B, device=src.device))
+    row_scale = world.size * B / batch.get("rows", B)  # a mean over local rows -> this rank's share
     gen.eval()  # no dropout: the log-probs below must be those of the policy that samples
     with torch.no_grad():
         seqs = sample(gen, src, src_mask, max_len=max_len, strategy="sample", temperature=a.temperature,
-                      bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g)  # (B, T)
+                      bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g, row_ids=row_ids)  # (B, T)
     lengths = sequence_lengths(seqs, EOS_ID)
     mask = length_mask(lengths, seqs.shape[1])
     logp, logp_full = token_log_probs(gen, src, src_mask, seqs, BOS_ID, a.temperature)  # (B, T), (B, T, V)
+    local_tokens = float(mask.sum())
+    tok_scale = world.size * local_tokens / max(world.sum(local_tokens)[0], 1.0)  # same for token means
     stats: dict = {"sample_len": float(lengths.float().mean())}
+
+    def global_baseline(rewards, kind):
+        """Advantages of this rank's rows, the baseline computed over every rank's rows."""
+        all_rewards, all_mask = world.all_gather_rows(rewards), world.all_gather_rows(mask, False)
+        adv, new_running = apply_baseline(all_rewards, all_mask, kind, running, a.baseline_decay,
+                                          a.normalize_rewards)
+        offset = int(batch.get("row_offset", 0))
+        return adv[offset : offset + B, : rewards.shape[1]], new_running
 
     if a.objective == "seqgan":
         rewards = rollout_rewards(rollout, discriminator_reward(disc), src, src_mask, seqs, a.rollouts,
                                   max_len=max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
-                                  temperature=a.temperature, chunk_rows=a.rollout_chunk, generator=g)
-        adv, running = apply_baseline(rewards, mask, a.baseline, running, a.baseline_decay, a.normalize_rewards)
-        loss = policy_gradient_loss(logp, adv, mask)
+                                  temperature=a.temperature, chunk_rows=a.rollout_chunk, generator=g,
+                                  row_ids=row_ids)
+        adv, running = global_baseline(rewards, a.baseline)
+        loss = policy_gradient_loss(logp, adv, mask) * row_scale
         stats["reward"] = float(rewards[mask].mean())
         stats["d_real_prob"] = float(rewards[torch.arange(len(seqs)), lengths - 1].mean())
     else:  # penalty: CE on the real pair + lambda * E_{y~G}[-log D(x, y)]
@@ -83,27 +107,50 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
             with torch.no_grad():
                 cost = F.softplus(-disc(src, src_mask, seqs, resp_mask).float())  # -log D(x, y), (B,)
             rewards = (-cost)[:, None].expand_as(logp) * mask  # every token gets the sequence's reward
-            adv, running = apply_baseline(rewards, mask, "moving_average" if a.baseline == "moving_average"
-                                          else a.baseline, running, a.baseline_decay, a.normalize_rewards)
-            penalty = policy_gradient_loss(logp, adv, mask)
+            adv, running = global_baseline(rewards, "moving_average" if a.baseline == "moving_average"
+                                           else a.baseline)
+            penalty = policy_gradient_loss(logp, adv, mask) * row_scale
         else:  # gumbel: straight-through samples fed to D as distributions over the vocabulary
             logits = gen(src, src_mask, torch.cat([torch.full_like(seqs[:, :1], BOS_ID), seqs[:, :-1]], 1))
-            soft = straight_through_gumbel(logits / a.temperature, seqs, a.gumbel_tau, g)  # (B, T, V)
+            soft = straight_through_gumbel(logits / a.temperature, seqs, a.gumbel_tau,
+                                           noise=RowNoise.draw(g, row_ids))  # (B, T, V)
             cost = F.softplus(-disc(src, src_mask, soft, resp_mask).float())
-            penalty = cost.mean()
-        loss = mle_loss(gen, batch)[0] + a.penalty_lambda * penalty
+            penalty = cost.mean() * row_scale
+        loss = real_pair_loss(gen, batch, world) + a.penalty_lambda * penalty
         stats["reward"] = float(-cost.detach().mean())
         stats["d_real_prob"] = float(torch.exp(-cost.detach()).mean())
 
     if a.objective == "seqgan" and a.mle_every > 0 and batch["step"] % a.mle_every == 0:
-        loss = loss + a.mle_weight * mle_loss(gen, batch)[0]
+        loss = loss + a.mle_weight * real_pair_loss(gen, batch, world)
     if a.entropy_coef > 0:
-        loss = loss - a.entropy_coef * entropy(logp_full, mask)
+        loss = loss - a.entropy_coef * entropy(logp_full, mask) * tok_scale
     if a.kl_coef > 0 and ref is not None:
         with torch.no_grad():
             _, ref_full = token_log_probs(ref, src, src_mask, seqs, BOS_ID, a.temperature)
-        loss = loss + a.kl_coef * kl_to_reference(logp_full, ref_full, mask)
+        loss = loss + a.kl_coef * kl_to_reference(logp_full, ref_full, mask) * tok_scale
     return loss, stats, running
+
+
+def real_pair_loss(gen: nn.Module, batch: dict, world: distributed.World) -> torch.Tensor:
+    """Teacher-forcing CE of the real responses: this rank's share of the global token mean."""
+    loss_sum, ntok = mle_loss(gen, batch, reduction="sum")
+    return loss_sum * (world.size / max(world.sum(ntok)[0], 1.0))
+
+
+class GeneratorObjective(nn.Module):
+    """The generator inside one module whose forward is the whole g-step loss.
+
+    DDP expects one forward per backward; the g-step runs the generator several times (sampling,
+    log-probs, the real pairs), so DDP wraps this module rather than the generator.
+    """
+
+    def __init__(self, gen: nn.Module):
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, cfg: Config, rollout: nn.Module, disc: nn.Module, ref: nn.Module | None, batch: dict,
+                g: torch.Generator, running: float | None) -> tuple[torch.Tensor, dict, float | None]:
+        return g_step_loss(cfg, self.gen, rollout, disc, ref, batch, g, running)
 
 
 @torch.no_grad()
@@ -165,6 +212,9 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
 
     vrng = np.random.default_rng(cfg.runtime.seed + 5)
     vidx = vrng.permutation(len(valid))[: min(len(valid), 500)]
+    world = distributed.current()
+    objective = world.wrap(GeneratorObjective(gen))  # DDP in a distributed run
+    d_ddp = world.wrap(disc)
     started = last_save = time.monotonic()
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
                disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
@@ -175,9 +225,11 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         stats: dict = {}
         for _ in range(a.g_steps):
             idx = rng.choice(len(train), size=min(a.batch_size, len(train)), replace=False)
-            batch = to_device(collate(train, idx), device)
-            batch["step"] = state["step"]
-            loss, stats, state["running"] = g_step_loss(cfg, gen, rollout, disc, ref, batch, g, state["running"])
+            rows = world.part(np.arange(len(idx)))  # this rank's rows of the global batch
+            batch = to_device(collate(train, idx[rows]), device)
+            batch.update(step=state["step"], rows=len(idx), row_offset=int(rows[0]) if len(rows) else 0,
+                         row_ids=torch.as_tensor(rows, device=device))
+            loss, stats, state["running"] = objective(cfg, rollout, disc, ref, batch, g, state["running"])
             g_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not (torch.isfinite(loss) and grads_finite(gen)):  # skip the step, count it
@@ -200,24 +252,31 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
-                                        checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite)
+                                        checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite,
+                                        ddp=d_ddp)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)
         bar.set_postfix(reward=f"{stats.get('reward', math.nan):.3f}", d_acc=f"{d_fit.get('accuracy', math.nan):.3f}",
                         samples_s=f"{samples_s:.1f}")
         if state["step"] % a.log_every == 0:
-            run.log("adversarial", step=state["step"], loss=round(loss.item(), 4),
+            run.log("adversarial", step=state["step"], loss=round(world.sum(loss.item())[0] / world.size, 4),
                     **{k: round(v, 4) for k, v in stats.items()},
                     d_loss=round(d_fit.get("loss", math.nan), 4), d_accuracy=round(d_fit.get("accuracy", math.nan), 4),
                     g_seconds=round(g_seconds, 2), samples_per_s=round(samples_s, 2))
-        if a.max_minutes is not None and time.monotonic() - started >= 60 * a.max_minutes:
+        # budget and signals are decided together: every rank stops at the same step
+        over_time = a.max_minutes is not None and time.monotonic() - started >= 60 * a.max_minutes
+        signalled = stop is not None and stop.requested
+        if world.distributed:
+            over_time, signalled = (bool(x) for x in world.sum(over_time, signalled))
+        if over_time:
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
             v = validate(cfg, gen, disc, valid, vidx, None, device)
             run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
-            bar.write(f"adversarial step {state['step']}: valid ppl {v['valid_ppl']:.2f}, distinct-2 "
-                      f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}")
+            if world.main:
+                bar.write(f"adversarial step {state['step']}: valid ppl {v['valid_ppl']:.2f}, distinct-2 "
+                          f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}")
             if _better(a.best_metric, v[a.best_metric], state["best"]):
                 state["best"] = v[a.best_metric]
                 save(best_path)
@@ -231,10 +290,10 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             last_save = now
         if stop_reason:
             break
-        if stop is not None and stop.requested:
+        if signalled:
             save(last_path)
             bar.close()
-            raise Interrupted(stop.signame, str(last_path))
+            raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", str(last_path))
     bar.close()
     if not best_path.exists():
         save(best_path)

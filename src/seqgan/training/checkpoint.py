@@ -16,7 +16,7 @@ import torch
 
 from seqgan import __version__
 from seqgan.errors import CheckpointError
-from seqgan.rundir import atomic_write_bytes
+from seqgan.rundir import atomic_write_bytes, main_process
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
@@ -56,7 +56,9 @@ def _py_state_from_list(s: list) -> tuple:
 
 
 def save_checkpoint(path: Path, *, config: dict, tokenizer_hash: str | None, **state: Any) -> None:
-    """Write a checkpoint atomically (temp file + fsync + rename)."""
+    """Write a checkpoint atomically (temp file + fsync + rename); rank 0 alone writes."""
+    if not main_process():
+        return
     payload = {
         "format": "seqgan-checkpoint",
         "version": __version__,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from seqgan import distributed
 from seqgan.config import Config, DiscriminatorTrainConfig, to_dict
 from seqgan.data.dataset import PairDataset
 from seqgan.metrics.classifier import roc_auc
@@ -99,24 +100,39 @@ def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generat
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
-                 checkpoint: str = "", max_nonfinite: int = 10) -> dict:
+                 checkpoint: str = "", max_nonfinite: int = 10, ddp: nn.Module | None = None) -> dict:
     """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy.
 
     A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
     a row raise FloatingPointError (the last checkpoint on disk stays the last good one).
+    `disc` may be DDP-wrapped (`ddp`): each rank then takes a share of every batch; `extra_loss`
+    gets the plain module.
     """
-    disc.train()
+    world = distributed.current()
+    module = ddp.module if ddp is not None and world.distributed else disc
+    model = ddp if ddp is not None else disc
+    model.train()
     total_loss, correct, seen, skipped, in_a_row = 0.0, 0, 0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
-            if stop is not None and stop.requested:  # the round restarts from its checkpoint
-                raise Interrupted(stop.signame, checkpoint)
-            y = torch.as_tensor(ex.labels[idx], device=device)
-            logits = d_logits(disc, [ex.contexts[i] for i in idx], [ex.responses[i] for i in idx], device, min_len)
+            signalled = stop is not None and stop.requested
+            if world.distributed:
+                signalled = bool(world.sum(signalled)[0])
+            if signalled:  # the round restarts from its checkpoint
+                raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", checkpoint)
+            local = world.part(idx)
+            weight = 1.0
+            if len(local) == 0:  # fewer rows than ranks: join the step with a zero-weight row
+                local, weight = idx[:1], 0.0
+            y = torch.as_tensor(ex.labels[local], device=device)
+            logits = d_logits(model, [ex.contexts[i] for i in local], [ex.responses[i] for i in local], device,
+                              min_len)
             target = y * (1 - dc.label_smoothing) + 0.5 * dc.label_smoothing
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            # this rank's share of the global batch mean (DDP averages the gradients over ranks)
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+            loss = bce * (weight * world.size / len(idx))
             if extra_loss is not None:
-                loss = loss + extra_loss(disc)
+                loss = loss + extra_loss(module)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not (torch.isfinite(loss) and grads_finite(disc)):
@@ -128,12 +144,14 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
             in_a_row = 0
             nn.utils.clip_grad_norm_(disc.parameters(), dc.grad_clip)
             optimizer.step()
-            total_loss += loss.item() * len(idx)
-            correct += int(((logits > 0).float() == y).sum())
-            seen += len(idx)
+            if weight:
+                total_loss += bce.item()
+                correct += int(((logits > 0).float() == y).sum())
+                seen += len(local)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / max(seen, 1):.3f}")
+                bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
+    total_loss, correct, seen = world.sum(total_loss, correct, seen)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "skipped_steps": skipped}
 
 
@@ -196,6 +214,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     vex = build_examples(valid, vidx, vfake, dc.mismatch_share, vrng)
 
     result = {}
+    ddp = distributed.current().wrap(disc)
     while state["round"] < dc.rounds:
         started = time.monotonic()
         rng = np.random.default_rng([cfg.runtime.seed, state["round"]])
@@ -208,7 +227,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
-                           checkpoint=f"{last_path} (round {state['round']})", max_nonfinite=cfg.runtime.max_nonfinite)
+                           checkpoint=f"{last_path} (round {state['round']})", max_nonfinite=cfg.runtime.max_nonfinite,
+                           ddp=ddp)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1
@@ -219,8 +239,9 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                 train_accuracy=round(fit["accuracy"], 4), valid_loss=round(result["loss"], 4),
                 valid_accuracy=round(result["accuracy"], 4), valid_auc=round(result["auc"], 4),
                 seconds=round(time.monotonic() - started, 1))
-        tqdm.write(f"discriminator round {state['round']}/{dc.rounds}: valid accuracy {result['accuracy']:.3f}, "
-                   f"AUC {result['auc']:.3f}" + (" (best)" if improved else ""))
+        if distributed.current().main:
+            tqdm.write(f"discriminator round {state['round']}/{dc.rounds}: valid accuracy {result['accuracy']:.3f}, "
+                       f"AUC {result['auc']:.3f}" + (" (best)" if improved else ""))
         state["complete"] = state["round"] >= dc.rounds
         if improved:
             save(best_path)

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from seqgan import distributed
 from seqgan.config import SampleConfig
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqgan.models.noise import RowNoise, draw_seed
 from seqgan.models.sampling import sample
 
 
@@ -44,12 +46,20 @@ def strip_tokens(tokens: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_I
 def generate_responses(gen: nn.Module, contexts: list[np.ndarray], opts: SampleConfig, device: torch.device,
                        generator: torch.Generator | None = None, progress: bool = False,
                        desc: str = "generate") -> list[np.ndarray]:
-    """One sampled response per context, batched by similar context length; order preserved."""
+    """One sampled response per context, batched by similar context length; order preserved.
+
+    Context i is sampled with noise keyed by i under one seed drawn from `generator`, so the
+    responses do not depend on the batching; in a distributed run each rank samples a share and
+    every rank gets all responses.
+    """
+    world = distributed.current()
     was_training = gen.training
     gen.eval()
-    order = np.argsort([len(c) for c in contexts], kind="stable")
-    out: list[np.ndarray | None] = [None] * len(contexts)
-    bar = tqdm(total=len(contexts), desc=desc, unit="sample", disable=not progress, leave=False, dynamic_ncols=True)
+    seed = draw_seed(generator)
+    mine = world.part(np.arange(len(contexts)))
+    order = mine[np.argsort([len(contexts[i]) for i in mine], kind="stable")]
+    out: dict[int, np.ndarray] = {}
+    bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, leave=False, dynamic_ncols=True)
     started = time.monotonic()
     for start in range(0, len(order), opts.batch_size):
         idx = order[start : start + opts.batch_size]
@@ -57,14 +67,16 @@ def generate_responses(gen: nn.Module, contexts: list[np.ndarray], opts: SampleC
         tokens = sample(gen, src.to(device), src_mask.to(device), max_len=opts.max_len, strategy=opts.strategy,
                         temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
                         num_beams=opts.num_beams, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
-                        generator=generator)
+                        noise=RowNoise(seed, torch.as_tensor(idx, device=device)))
         for i, resp in zip(idx, strip_tokens(tokens), strict=True):
-            out[i] = resp
+            out[int(i)] = resp
         bar.update(len(idx))
         bar.set_postfix(samples_s=f"{bar.n / max(time.monotonic() - started, 1e-9):,.0f}")
     bar.close()
     gen.train(was_training)
-    return out  # type: ignore[return-value]
+    for part in world.gather(out) if world.distributed else []:
+        out.update(part)
+    return [out[i] for i in range(len(contexts))]
 
 
 def contexts_of(data: PairDataset, indices: np.ndarray | None = None) -> list[np.ndarray]:

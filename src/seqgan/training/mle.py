@@ -3,7 +3,9 @@
 AdamW, warmup + cosine decay, gradient clipping, optional label smoothing, token-budget batches
 with length bucketing, validation loss/perplexity each epoch, best/last checkpoints, and exact
 resume: the batch order of an epoch is a pure function of (seed, epoch), and the checkpoint holds
-the position inside the epoch and every RNG state.
+the position inside the epoch and every RNG state. Under torchrun each global batch is split
+across ranks and the model is wrapped in DDP; the loss is normalized by the global token count,
+so N processes compute the gradient one process computes for the same batch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from seqgan import distributed
 from seqgan.config import Config, to_dict
 from seqgan.data.batching import collate, token_budget_batches
 from seqgan.data.dataset import PairDataset
@@ -41,27 +44,32 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def mle_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0,
-             ignore_index: int = PAD_ID) -> tuple[torch.Tensor, int]:
-    """Mean token cross-entropy of the response given the context; returns (loss, tokens).
+             ignore_index: int = PAD_ID, reduction: str = "mean") -> tuple[torch.Tensor, int]:
+    """Token cross-entropy of the response given the context (mean, or sum); returns (loss, tokens).
 
     `ignore_index=-100` counts every position (the oracle benchmark, where the pad id is a token).
     """
     logits = model(batch["src"], batch["src_mask"], batch["tgt_in"])  # (B, T, V)
     target = batch["tgt_out"]  # (B, T), pad where masked
-    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=ignore_index,
-                           label_smoothing=label_smoothing)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing, reduction=reduction)
     return loss, int((target != ignore_index).sum())
 
 
 @torch.no_grad()
 def validation_nll(model: nn.Module, data: PairDataset, batch_tokens: int, device: torch.device,
                    max_pairs: int | None = None) -> float:
-    """Mean per-token NLL (nats) of the responses of `data` (all pairs, or the first max_pairs)."""
+    """Mean per-token NLL (nats) of the responses of `data` (all pairs, or the first max_pairs).
+
+    In a distributed run each rank scores a share of the batches and the sums are all-reduced.
+    """
+    world = distributed.current()
     was_training = model.training
     model.eval()
     n = len(data) if max_pairs is None else min(len(data), max_pairs)
     total, tokens = 0.0, 0
-    for idx in token_budget_batches(data.lengths()[:n], batch_tokens, shuffle=False, seed=0):
+    batches = token_budget_batches(data.lengths()[:n], batch_tokens, shuffle=False, seed=0)
+    for idx in batches[world.rank :: world.size]:
         batch = to_device(collate(data, idx), device)
         logits = model(batch["src"], batch["src_mask"], batch["tgt_in"])
         target = batch["tgt_out"]
@@ -69,6 +77,7 @@ def validation_nll(model: nn.Module, data: PairDataset, batch_tokens: int, devic
                                        reduction="sum"))
         tokens += int((target != PAD_ID).sum())
     model.train(was_training)
+    total, tokens = world.sum(total, tokens)
     return total / max(1, tokens)
 
 
@@ -80,6 +89,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                        stop: StopFlag | None = None) -> dict:
     """Run (or resume) generator MLE pretraining in `run`; return a summary dict."""
     p = cfg.pretrain
+    world = distributed.current()
     train = PairDataset.load(run.split_path("train"))
     valid = PairDataset.load(run.split_path("valid"))
     model = build_generator(generator_config(cfg, tokenizer.vocab_size)).to(device)
@@ -114,6 +124,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     started = time.monotonic()
     last_save = started
     model.train()
+    ddp = world.wrap(model)  # the model itself in a single process
+    response_tokens = train.lengths()[:, 1]
     bar = tqdm(total=total_steps, initial=state["step"], desc="pretrain generator", unit="step",
                disable=not cfg.runtime.progress, dynamic_ncols=True, leave=False)
     window_tokens, window_start, stop_reason = 0, time.monotonic(), None
@@ -121,10 +133,21 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         batches = token_budget_batches(train.lengths(), p.batch_tokens, shuffle=True,
                                        seed=cfg.runtime.seed * 1000 + state["epoch"])
         while state["batch"] < len(batches):
-            batch = to_device(collate(train, batches[state["batch"]]), device)
-            loss, ntok = mle_loss(model, batch, p.label_smoothing)
+            rows = batches[state["batch"]]
+            local = world.part(rows)
+            if len(local) == 0:  # fewer rows than ranks: join the step with a zero-weight row
+                local, weight = rows[:1], 0.0
+            else:
+                weight = 1.0
+            batch = to_device(collate(train, local), device)
+            loss_sum, ntok = mle_loss(ddp, batch, p.label_smoothing, reduction="sum")
+            # sum over this rank's tokens / all tokens of the global batch, x world size: DDP's
+            # gradient average is then the gradient of the global batch's mean token loss
+            global_tokens = int(response_tokens[rows].sum())
+            loss = loss_sum * (weight * world.size / max(global_tokens, 1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            loss = loss.detach() / world.size  # this rank's share of the global batch's mean loss
             if not (torch.isfinite(loss) and grads_finite(model)):  # skip the step, count it
                 state["nonfinite"] += 1
                 state["skipped"] = state.get("skipped", 0) + 1
@@ -142,21 +165,26 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             bar.update(1)
             if state["step"] % p.log_every == 0:
                 elapsed = time.monotonic() - window_start
-                tps = window_tokens / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:,.0f}")
-                run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], loss=round(loss.item(), 4),
+                shown, tps = world.sum(loss.item(), window_tokens / max(elapsed, 1e-9))
+                bar.set_postfix(loss=f"{shown:.3f}", tok_s=f"{tps:,.0f}")
+                run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], loss=round(shown, 4),
                         lr=scheduler.get_last_lr()[0], tokens_per_s=round(tps, 1))
                 window_tokens, window_start = 0, time.monotonic()
+            # budget and signals are decided together: every rank stops at the same step
+            over_time = p.max_minutes is not None and time.monotonic() - started >= 60 * p.max_minutes
+            signalled = stop is not None and stop.requested
+            if world.distributed:
+                over_time, signalled = (bool(x) for x in world.sum(over_time, signalled))
             if p.max_steps is not None and state["step"] >= p.max_steps:
                 stop_reason = "max_steps"
-            elif p.max_minutes is not None and time.monotonic() - started >= 60 * p.max_minutes:
+            elif over_time:
                 stop_reason = "time budget"
             if stop_reason:
                 break
-            if stop is not None and stop.requested:
+            if signalled:
                 save(last_path)
                 bar.close()
-                raise Interrupted(stop.signame, str(last_path))
+                raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", str(last_path))
             now = time.monotonic()
             if state["step"] % cfg.runtime.checkpoint_every == 0 or now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
                 save(last_path)
@@ -171,8 +199,9 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             state["best_valid_nll"] = nll
         run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], valid_nll=round(nll, 4),
                 valid_ppl=round(math.exp(min(nll, 50)), 3))
-        bar.write(f"epoch {state['epoch']}: valid nll {nll:.3f}, perplexity {math.exp(min(nll, 50)):.2f}"
-                  + (" (best)" if improved else ""))
+        if world.main:
+            bar.write(f"epoch {state['epoch']}: valid nll {nll:.3f}, perplexity {math.exp(min(nll, 50)):.2f}"
+                      + (" (best)" if improved else ""))
         if state["epoch"] >= p.epochs or stop_reason:
             state["complete"] = True
             state["reason"] = stop_reason or "epochs"

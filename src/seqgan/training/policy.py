@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqgan.models.noise import RowNoise
+
 
 def sequence_lengths(seqs: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     """Tokens up to and including the first eos per row; the full width where there is none."""
@@ -91,30 +93,34 @@ def kl_to_reference(logp_full: torch.Tensor, ref_logp_full: torch.Tensor, mask: 
     return (kl * m).sum() / m.sum().clamp(min=1)
 
 
-def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, generator: torch.Generator | None = None
-                       ) -> torch.Tensor:
+def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, generator: torch.Generator | None = None,
+                       noise: RowNoise | None = None) -> torch.Tensor:
     """Gumbel-perturbed logits distributed as the perturbation that makes `hard` the argmax.
 
     Draws the maximum from Gumbel(logsumexp(logits)) and every other coordinate from its Gumbel
     truncated below that maximum (Maddison et al. 2014), so that the relaxed sample
     softmax(perturbed / tau) belongs to the same draw as the discrete token `hard` (B, T).
+    Uniforms come from `noise` (keyed per row) when given, else from `generator`.
     """
     logits = logits.float()
 
-    def gumbel(shape):
-        u = torch.rand(shape, generator=generator, device="cpu").to(logits.device)
+    def gumbel(shape, salt):
+        if noise is not None:
+            u = noise.grid(shape[1:], salt).to(logits.device)
+        else:
+            u = torch.rand(shape, generator=generator, device="cpu").to(logits.device)
         return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-10)))
 
-    top = torch.logsumexp(logits, dim=-1, keepdim=True) + gumbel(logits.shape[:-1] + (1,))  # (B, T, 1)
-    others = logits + gumbel(logits.shape)  # (B, T, V)
+    top = torch.logsumexp(logits, dim=-1, keepdim=True) + gumbel(logits.shape[:-1] + (1,), 1)  # (B, T, 1)
+    others = logits + gumbel(logits.shape, 2)  # (B, T, V)
     truncated = -torch.log(torch.exp(-top) + torch.exp(-others))  # each < top
     return truncated.scatter(-1, hard.unsqueeze(-1), top)
 
 
 def straight_through_gumbel(logits: torch.Tensor, hard: torch.Tensor, tau: float,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+                            generator: torch.Generator | None = None, noise: RowNoise | None = None) -> torch.Tensor:
     """One-hot of `hard` in the forward pass, gradient of softmax(perturbed / tau) backwards. (B, T, V)"""
-    perturbed = conditional_gumbel(logits.detach(), hard, generator) - logits.detach() + logits
+    perturbed = conditional_gumbel(logits.detach(), hard, generator, noise) - logits.detach() + logits
     soft = F.softmax(perturbed / tau, dim=-1)
     one_hot = F.one_hot(hard, logits.shape[-1]).to(soft.dtype)
     return one_hot - soft.detach() + soft

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from seqgan.models.noise import RowNoise
 from seqgan.models.sampling import continue_sampling, filter_logits
 from seqgan.training.policy import length_mask, sequence_lengths
 
@@ -50,10 +51,16 @@ def _rows(x: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
 def rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Tensor | None, src_mask: torch.Tensor | None,
                     seqs: torch.Tensor, num_rollouts: int, *, max_len: int, bos_id: int, eos_id: int | None,
                     pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    chunk_rows: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Token rewards (B, T) for sampled sequences `seqs` (B, T); zero after each row's eos."""
+                    chunk_rows: int = 4096, generator: torch.Generator | None = None,
+                    row_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Token rewards (B, T) for sampled sequences `seqs` (B, T); zero after each row's eos.
+
+    Rollout j of prefix t of row b is sampled with noise keyed by (row_ids[b], j, t) under one
+    seed drawn from `generator`: the rewards do not depend on chunking or on how rows are split.
+    """
     B, T = seqs.shape
     device = seqs.device
+    noise = RowNoise.draw(generator, torch.arange(B, device=device) if row_ids is None else row_ids.to(device))
     lengths = sequence_lengths(seqs, eos_id)  # (B,)
     rewards = torch.zeros(B, T, device=device)
     rows = torch.arange(B, device=device)
@@ -72,10 +79,11 @@ def rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Tensor | 
         for c in range(0, alive.numel(), per_chunk):
             part = alive[c : c + per_chunk]
             rep = part.repeat_interleave(N)  # (R,) each row N times
+            j = torch.arange(N, device=device).repeat(len(part))  # (R,) rollout number
             state = base.select(rep)
             logits = policy.step(state, inputs[rep, : t + 1])[:, -1]  # (R, V) next-token logits
             cont = continue_sampling(policy, state, logits, max_len - t, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, eos_id=eos_id, pad_id=pad_id, generator=generator)
+                                     top_p=top_p, eos_id=eos_id, pad_id=pad_id, noise=noise.select(rep).fork(j, t))
             full = torch.cat([seqs[rep, :t], cont], dim=1)  # (R, max_len)
             mask = length_mask(sequence_lengths(full, eos_id), full.shape[1])
             r = reward_fn(_rows(src, rep), _rows(src_mask, rep), full, mask).float()  # (R,)

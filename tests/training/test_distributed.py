@@ -1,0 +1,87 @@
+"""torchrun with 2 CPU processes (gloo) gives the weights of 1 process on the same global batches,
+and resumes a checkpoint written by 1 process."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from support import run_cli
+from test_resume import StopAfter
+
+from seqgan.config import from_dict
+from seqgan.data.tokenizer import Tokenizer
+from seqgan.rundir import RunDir
+from seqgan.runtime import seed_everything
+from seqgan.training.mle import pretrain_generator
+from seqgan.training.signals import Interrupted
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
+
+
+def _copy(src, dst) -> RunDir:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("metrics.jsonl", ".lock"))
+    return RunDir(dst)
+
+
+def torchrun(*args: str, nproc: int = 2) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "seqgan", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr
+
+
+def assert_same_weights(a: RunDir, b: RunDir, stage: str, keys=("model",), atol=1e-5) -> None:
+    ca = torch.load(a.checkpoint(stage, "last"), weights_only=True)
+    cb = torch.load(b.checkpoint(stage, "last"), weights_only=True)
+    assert ca["state"]["step"] == cb["state"]["step"]
+    for key in keys:
+        for name, w in ca[key].items():
+            torch.testing.assert_close(cb[key][name], w, atol=atol, rtol=1e-4, msg=f"{key}.{name}")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_run, tmp_path_factory):
+    """The tiny run with a briefly pretrained generator and discriminator."""
+    run = _copy(tiny_run, tmp_path_factory.mktemp("ddp") / "base")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=10") == 0
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
+    return run.root
+
+
+def test_mle_on_two_processes_equals_one(tiny_run, tmp_path):
+    one, two = _copy(tiny_run, tmp_path / "one"), _copy(tiny_run, tmp_path / "two")
+    overrides = ("pretrain.max_steps=6", "pretrain.epochs=1")
+    assert run_cli("pretrain", "generator", "--run-dir", one.root, *overrides) == 0
+    log = torchrun("pretrain", "generator", "--run-dir", two.root, *overrides)
+    assert log.count("best validation perplexity") == 1  # rank 0 alone speaks
+    assert_same_weights(one, two, "generator")
+    assert len(two.read_metrics("pretrain_generator")) == len(one.read_metrics("pretrain_generator"))
+
+
+def test_adversarial_step_on_two_processes_equals_one(pretrained, tmp_path):
+    one, two = _copy(pretrained, tmp_path / "one"), _copy(pretrained, tmp_path / "two")
+    overrides = ("adversarial.steps=2", "adversarial.eval_every=100")
+    assert run_cli("train", "--run-dir", one.root, *overrides) == 0
+    torchrun("train", "--run-dir", two.root, *overrides)
+    assert_same_weights(one, two, "adversarial", keys=("model", "rollout", "discriminator"))
+
+
+def test_two_processes_resume_a_one_process_checkpoint(tiny_run, tmp_path):
+    full, resumed = _copy(tiny_run, tmp_path / "full"), _copy(tiny_run, tmp_path / "resumed")
+    cfg = from_dict(full.read_config())
+    cfg.pretrain.max_steps, cfg.pretrain.epochs, cfg.runtime.checkpoint_every = 8, 1, 10_000
+    tok = Tokenizer.load(full.spm_model)
+    seed_everything(cfg.runtime.seed)  # as `seqgan pretrain generator` does before building the model
+    pretrain_generator(cfg, full, torch.device("cpu"), tok)
+    seed_everything(cfg.runtime.seed)
+    with pytest.raises(Interrupted):  # one process, stopped after 4 steps
+        pretrain_generator(cfg, resumed, torch.device("cpu"), tok, stop=StopAfter(4))
+    assert torch.load(resumed.checkpoint("generator", "last"), weights_only=True)["state"]["step"] == 4
+    torchrun("pretrain", "generator", "--run-dir", resumed.root, "pretrain.max_steps=8", "pretrain.epochs=1",
+             "runtime.checkpoint_every=10000")
+    assert_same_weights(full, resumed, "generator")
