@@ -71,6 +71,7 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._tensorboard = None  # a SummaryWriter once enable_tensorboard() was called
 
     # paths -----------------------------------------------------------------
     @property
@@ -150,7 +151,24 @@ class RunDir:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=_json_default) + "\n")
             f.flush()
+        if self._tensorboard is not None:
+            step = next((values[k] for k in ("step", "round", "epoch") if isinstance(values.get(k), int)), 0)
+            for k, v in values.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "round"):
+                    self._tensorboard.add_scalar(f"{stage}/{k}", v, step)
+            self._tensorboard.flush()
         return rec
+
+    def enable_tensorboard(self) -> None:
+        """Also write every logged number to TensorBoard event files in RUN_DIR/tensorboard/."""
+        if not main_process() or self._tensorboard is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("runtime.tensorboard=true needs the tensorboard package: "
+                              "pip install 'seqgan[tensorboard]'") from None
+        self._tensorboard = SummaryWriter(str(self.root / "tensorboard"))
 
     def read_metrics(self, stage: str | None = None) -> list[dict]:
         if not self.metrics_path.exists():

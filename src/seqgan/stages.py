@@ -30,6 +30,8 @@ def say(*parts) -> None:
 
 def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:
     device = setup(cfg.runtime)
+    if cfg.runtime.tensorboard:
+        run.enable_tensorboard()
     tokenizer = artifacts.load_tokenizer(run)
     run.write_config(cfg)
     return device, tokenizer

@@ -96,6 +96,8 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve."""
     o = cfg.oracle
     device = setup(cfg.runtime)
+    if cfg.runtime.tensorboard:
+        run.enable_tensorboard()
     seed = cfg.runtime.seed
     if o.params:
         oracle = load_oracle(o.params)

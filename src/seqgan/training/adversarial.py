@@ -25,6 +25,7 @@ from seqgan.config import Config, to_dict
 from seqgan.data.batching import collate
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqgan.errors import ConfigError
 from seqgan.metrics.diversity import distinct_n
 from seqgan.models.noise import RowNoise
 from seqgan.models.sampling import sample
@@ -39,7 +40,7 @@ from seqgan.training.checkpoint import (
 )
 from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.mle import mle_loss, to_device, validation_nll
-from seqgan.training.optim import grads_finite
+from seqgan.training.optim import Stepper
 from seqgan.training.policy import (
     apply_baseline,
     entropy,
@@ -184,6 +185,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         p.requires_grad_(False)
     ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
     g_optimizer = torch.optim.Adam(gen.parameters(), lr=a.lr)
+    stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
     state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0}
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
@@ -196,6 +198,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             load_model_state(ref, ckpt["reference"], last_path)
         g_optimizer.load_state_dict(ckpt["optimizer"])
         d_optimizer.load_state_dict(ckpt["d_optimizer"])
+        stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
         if state["step"] < a.steps and state.get("reason") != "time budget":
@@ -208,11 +211,14 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
                         rollout=rollout.state_dict(), discriminator=disc.state_dict(),
                         optimizer=g_optimizer.state_dict(), d_optimizer=d_optimizer.state_dict(),
-                        state=dict(state), rng=rng_state(g), model_config=to_dict(cfg.model.generator), **extra)
+                        state=dict(state), amp=stepper.state_dict(), rng=rng_state(g),
+                        model_config=to_dict(cfg.model.generator), **extra)
 
     vrng = np.random.default_rng(cfg.runtime.seed + 5)
     vidx = vrng.permutation(len(valid))[: min(len(valid), 500)]
     world = distributed.current()
+    if a.batch_size < world.size:
+        raise ConfigError(f"adversarial.batch_size={a.batch_size} is smaller than the {world.size} processes")
     objective = world.wrap(GeneratorObjective(gen))  # DDP in a distributed run
     d_ddp = world.wrap(disc)
     started = last_save = time.monotonic()
@@ -229,10 +235,11 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             batch = to_device(collate(train, idx[rows]), device)
             batch.update(step=state["step"], rows=len(idx), row_offset=int(rows[0]) if len(rows) else 0,
                          row_ids=torch.as_tensor(rows, device=device))
-            loss, stats, state["running"] = objective(cfg, rollout, disc, ref, batch, g, state["running"])
+            with stepper.autocast():
+                loss, stats, state["running"] = objective(cfg, rollout, disc, ref, batch, g, state["running"])
             g_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if not (torch.isfinite(loss) and grads_finite(gen)):  # skip the step, count it
+            stepper.backward(loss)
+            if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
                 state["nonfinite"] += 1
                 state["skipped"] = state.get("skipped", 0) + 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
@@ -240,8 +247,6 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                                              f"checkpoint kept at {last_path}")
                 continue
             state["nonfinite"] = 0
-            nn.utils.clip_grad_norm_(gen.parameters(), a.grad_clip)
-            g_optimizer.step()
             if a.objective == "seqgan":
                 update_rollout_policy(rollout, gen, a.rollout_update)
         g_seconds = time.monotonic() - t0
@@ -253,7 +258,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
                                         checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite,
-                                        ddp=d_ddp)
+                                        ddp=d_ddp, precision=cfg.runtime.precision)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)

@@ -31,7 +31,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses, pad_batch
-from seqgan.training.optim import grads_finite, make_adamw
+from seqgan.training.optim import Stepper, make_adamw
 from seqgan.training.signals import Interrupted, StopFlag
 
 STAGE = "discriminator"
@@ -100,7 +100,8 @@ def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generat
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
-                 checkpoint: str = "", max_nonfinite: int = 10, ddp: nn.Module | None = None) -> dict:
+                 checkpoint: str = "", max_nonfinite: int = 10, ddp: nn.Module | None = None,
+                 precision: str = "fp32") -> dict:
     """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy.
 
     A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
@@ -112,6 +113,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     module = ddp.module if ddp is not None and world.distributed else disc
     model = ddp if ddp is not None else disc
     model.train()
+    stepper = Stepper(optimizer, module, dc.grad_clip, device, precision)
     total_loss, correct, seen, skipped, in_a_row = 0.0, 0, 0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
@@ -125,8 +127,9 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
             if len(local) == 0:  # fewer rows than ranks: join the step with a zero-weight row
                 local, weight = idx[:1], 0.0
             y = torch.as_tensor(ex.labels[local], device=device)
-            logits = d_logits(model, [ex.contexts[i] for i in local], [ex.responses[i] for i in local], device,
-                              min_len)
+            with stepper.autocast():
+                logits = d_logits(model, [ex.contexts[i] for i in local], [ex.responses[i] for i in local], device,
+                                  min_len).float()
             target = y * (1 - dc.label_smoothing) + 0.5 * dc.label_smoothing
             # this rank's share of the global batch mean (DDP averages the gradients over ranks)
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
@@ -134,16 +137,14 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
             if extra_loss is not None:
                 loss = loss + extra_loss(module)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if not (torch.isfinite(loss) and grads_finite(disc)):
+            stepper.backward(loss)
+            if not stepper.step(loss):
                 skipped, in_a_row = skipped + 1, in_a_row + 1
                 if in_a_row >= max_nonfinite:
                     raise FloatingPointError(f"{in_a_row} non-finite discriminator steps in a row; last good "
                                              f"checkpoint kept{' at ' + checkpoint if checkpoint else ''}")
                 continue
             in_a_row = 0
-            nn.utils.clip_grad_norm_(disc.parameters(), dc.grad_clip)
-            optimizer.step()
             if weight:
                 total_loss += bce.item()
                 correct += int(((logits > 0).float() == y).sum())
@@ -228,7 +229,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
                            checkpoint=f"{last_path} (round {state['round']})", max_nonfinite=cfg.runtime.max_nonfinite,
-                           ddp=ddp)
+                           ddp=ddp, precision=cfg.runtime.precision)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1

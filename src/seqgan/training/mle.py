@@ -33,7 +33,7 @@ from seqgan.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from seqgan.training.optim import grads_finite, make_adamw, warmup_cosine
+from seqgan.training.optim import Stepper, make_adamw, warmup_cosine
 from seqgan.training.signals import Interrupted, StopFlag
 
 STAGE = "generator"
@@ -99,6 +99,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     if p.max_steps is not None:
         total_steps = min(total_steps, p.max_steps)
     scheduler = warmup_cosine(optimizer, p.warmup_steps, total_steps, p.min_lr_ratio)
+    stepper = Stepper(optimizer, model, p.grad_clip, device, cfg.runtime.precision)
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0,
              "skipped": 0}
@@ -108,6 +109,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         load_model_state(model, ckpt["model"], last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"])
         if state["complete"] and state["epoch"] < p.epochs and (p.max_steps is None or state["step"] < p.max_steps) \
@@ -119,12 +121,13 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     def save(path) -> None:
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
-                        rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
+                        amp=stepper.state_dict(), rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
 
     started = time.monotonic()
     last_save = started
     model.train()
     ddp = world.wrap(model)  # the model itself in a single process
+    forward = torch.compile(ddp) if cfg.runtime.compile else ddp
     response_tokens = train.lengths()[:, 1]
     bar = tqdm(total=total_steps, initial=state["step"], desc="pretrain generator", unit="step",
                disable=not cfg.runtime.progress, dynamic_ncols=True, leave=False)
@@ -140,15 +143,15 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             else:
                 weight = 1.0
             batch = to_device(collate(train, local), device)
-            loss_sum, ntok = mle_loss(ddp, batch, p.label_smoothing, reduction="sum")
+            with stepper.autocast():
+                loss_sum, ntok = mle_loss(forward, batch, p.label_smoothing, reduction="sum")
             # sum over this rank's tokens / all tokens of the global batch, x world size: DDP's
             # gradient average is then the gradient of the global batch's mean token loss
             global_tokens = int(response_tokens[rows].sum())
             loss = loss_sum * (weight * world.size / max(global_tokens, 1))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loss = loss.detach() / world.size  # this rank's share of the global batch's mean loss
-            if not (torch.isfinite(loss) and grads_finite(model)):  # skip the step, count it
+            stepper.backward(loss)
+            if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
                 state["nonfinite"] += 1
                 state["skipped"] = state.get("skipped", 0) + 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
@@ -156,8 +159,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                                              f"checkpoint kept at {last_path}")
             else:
                 state["nonfinite"] = 0
-                nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-                optimizer.step()
+            loss = loss.detach() / world.size  # this rank's share of the global batch's mean loss
             scheduler.step()
             state["step"] += 1
             state["batch"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -36,3 +37,50 @@ def grads_finite(model: nn.Module) -> bool:
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return False
     return True
+
+
+class Stepper:
+    """One optimizer step under a precision: fp32; bf16 autocast; fp16 autocast + GradScaler.
+
+    `with stepper.autocast(): loss = ...`, then `stepper.backward(loss)` and `stepper.step(loss)`,
+    which unscales (fp16), skips the step when the loss or a gradient is not finite (returns
+    False; under fp16 the scaler also lowers its scale), clips and steps. The loss itself is
+    best computed in fp32 (the training losses cast logits to float).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, grad_clip: float,
+                 device: torch.device, precision: str = "fp32"):
+        self.optimizer, self.model, self.grad_clip = optimizer, model, grad_clip
+        self.device, self.precision = device, precision
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, loss: torch.Tensor) -> bool:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if not (torch.isfinite(loss) and grads_finite(self.model)):
+            if self.scaler is not None:
+                self.scaler.update()  # an overflow: a smaller scale next time
+            return False
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return True
+
+    def state_dict(self) -> dict:
+        return {} if self.scaler is None else {"scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,51 @@
+"""`seqgan serve` as a real process on a loopback port, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited with {proc.returncode}"
+        try:
+            if httpx.get(url + "healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url}healthz did not answer within {timeout} s")
+
+
+def test_serve_subprocess_round_trip(full_run, port, tmp_path):
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "seqgan", "serve", "--run-dir", str(full_run),
+                                 "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", "2"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_healthy(proc, url)
+        with httpx.Client(base_url=url, timeout=30.0) as http:
+            r = http.post("/v1/respond", json={"context": ["hello how are you"], "generator": "adversarial",
+                                               "temperature": 0})
+            assert r.status_code == 200, r.text
+            assert r.json()["generator"] == "adversarial" and isinstance(r.json()["response"], str)
+            bad = http.post("/v1/respond", content=b"{oops", headers={"content-type": "application/json"})
+            assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
+            assert http.get("/v1/info").json()["batching"]["requests"] == 1
+            assert "seqgan chat" in http.get("/").text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert f"seqgan serve: {url}" in log.read_text()
+    assert "Traceback" not in log.read_text()
