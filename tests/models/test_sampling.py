@@ -234,3 +234,23 @@ def test_beam_search_finds_higher_likelihood_than_greedy():
     beam = beam_search(gen, src, mask, max_len=6, num_beams=5, eos_id=None)
     assert (seq_logp(beam) >= seq_logp(greedy) - 1e-5).all()
     assert (seq_logp(beam) > seq_logp(greedy) + 1e-6).any()
+
+
+def test_two_level_inverse_cdf_matches_probabilities_on_a_large_vocabulary():
+    g = torch.Generator().manual_seed(1)
+    V = 5000
+    probs = torch.softmax(torch.randn(V, generator=g) * 3, -1)
+    probs[::7] = 0.0  # zeros everywhere, whole empty blocks at the end
+    probs[-300:] = 0.0
+    probs = probs / probs.sum()
+    rows = probs.expand(200_000, -1)
+    idx = inverse_cdf_sample(rows, torch.Generator().manual_seed(0))
+    freq = torch.bincount(idx, minlength=V).float() / len(idx)
+    assert (freq[probs == 0] == 0).all()
+    top = probs.argsort(descending=True)[:20]
+    assert torch.allclose(freq[top], probs[top], atol=0.004)
+    # the same draw u picks the same index as a flat search over the whole row
+    u = torch.rand(1000, generator=g)
+    flat = torch.searchsorted(probs.cumsum(-1).expand(1000, -1).contiguous(), (u * probs.sum())[:, None],
+                             right=True).squeeze(1)
+    assert (inverse_cdf_sample(probs.expand(1000, -1), u=u) == flat).float().mean() > 0.99

@@ -51,13 +51,45 @@ def inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None = 
     """One index per row of probs (B, V) by inverse-CDF sampling with uniforms u (B,). (B,)
 
     Exact in distribution and ~30x faster than torch.multinomial on a CPU for a 4000-way row.
-    `right=True` makes a zero-probability index unreachable.
+    A zero-probability index is never returned. Large vocabularies are searched in two levels
+    (blocks of ~100 indices, then inside the chosen block), which replaces the (B, V) cumulative
+    sum, the slowest part, by a block sum and two small cumulative sums.
     """
-    cdf = probs.cumsum(-1)  # (B, V)
     if u is None:
         u = torch.rand(probs.shape[0], generator=generator, device=generator.device if generator else probs.device)
-    u = u.to(probs.device, probs.dtype)[:, None] * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1).squeeze(1)
+    u = u.to(probs.device, probs.dtype)
+    block = _block_size(probs.shape[-1])
+    if block is None:
+        return _search(probs, u)
+    B, V = probs.shape
+    blocks = probs.view(B, V // block, block)
+    mass = blocks.sum(-1)  # (B, nb)
+    k = _search(mass, u)  # the block, (B,)
+    cum = mass.cumsum(-1)
+    before = cum.gather(1, k[:, None]) - mass.gather(1, k[:, None])  # mass of the blocks before k, (B, 1)
+    inside = blocks.gather(1, k[:, None, None].expand(B, 1, block)).squeeze(1)  # (B, block)
+    # the position of u inside block k, as a share of the block's mass (clamped against rounding)
+    share = ((u[:, None] * cum[:, -1:] - before) / mass.gather(1, k[:, None]).clamp(min=1e-30)).clamp(0, 1)
+    return k * block + _search(inside, share.squeeze(1))
+
+
+def _search(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The index where u (B,) in [0, 1) falls in the cumulative weights (B, n), never a zero weight."""
+    cdf = weights.cumsum(-1)
+    idx = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1)
+    # u * total can round up to the total: fall back to the last index with weight
+    last = weights.shape[-1] - 1 - (weights.flip(-1) > 0).int().argmax(-1)
+    return torch.minimum(idx, last)
+
+
+def _block_size(V: int) -> int | None:
+    """A divisor of V between 64 and 256 (two-level search), or None for a small or awkward V."""
+    if V < 1024:
+        return None
+    for b in (128, 125, 100, 160, 200, 250, 64, 80, 96, 192, 256):
+        if V % b == 0:
+            return b
+    return None
 
 
 @torch.no_grad()
