@@ -47,6 +47,12 @@ class World:
         lo, hi = n * self.rank // self.size, n * (self.rank + 1) // self.size
         return rows[lo:hi]
 
+    def share(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's share of a global batch and its weight: with fewer rows than ranks, an
+        empty share joins the step with one row at weight 0 (every rank must run the step)."""
+        local = self.part(rows)
+        return (local, 1.0) if len(local) else (rows[:1], 0.0)
+
     # ------------------------------------------------------------------ collectives
     def barrier(self) -> None:
         if self.distributed:
@@ -59,6 +65,10 @@ class World:
         t = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
         dist.all_reduce(t)
         return t.tolist()
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any rank (one all-reduce): decisions every rank takes alike."""
+        return [bool(x) for x in self.sum(*flags)]
 
     def max(self, value: int) -> int:
         if not self.distributed:

@@ -39,8 +39,6 @@ def setup(rt: RuntimeConfig) -> torch.device:
     if not world.main:
         rt.progress = False
     seed_everything(distributed.per_rank_seed(rt.seed, world))
-    if rt.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"runtime.precision must be fp32, bf16 or fp16, got {rt.precision!r}")
     return resolve_device(device_name)
 
 

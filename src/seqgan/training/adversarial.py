@@ -52,7 +52,7 @@ from seqgan.training.policy import (
     token_log_probs,
 )
 from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
-from seqgan.training.signals import Interrupted, StopFlag
+from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "adversarial"
 
@@ -241,7 +241,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             stepper.backward(loss)
             if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
                 state["nonfinite"] += 1
-                state["skipped"] = state.get("skipped", 0) + 1
+                state["skipped"] += 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
                     raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
                                              f"checkpoint kept at {last_path}")
@@ -271,9 +271,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                     g_seconds=round(g_seconds, 2), samples_per_s=round(samples_s, 2))
         # budget and signals are decided together: every rank stops at the same step
         over_time = a.max_minutes is not None and time.monotonic() - started >= 60 * a.max_minutes
-        signalled = stop is not None and stop.requested
-        if world.distributed:
-            over_time, signalled = (bool(x) for x in world.sum(over_time, signalled))
+        over_time, signalled = world.any(over_time, stop is not None and stop.requested)
         if over_time:
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
@@ -298,7 +296,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         if signalled:
             save(last_path)
             bar.close()
-            raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", str(last_path))
+            raise Interrupted(signal_name(stop), str(last_path))
     bar.close()
     if not best_path.exists():
         save(best_path)

@@ -32,7 +32,7 @@ from seqgan.training.checkpoint import (
 )
 from seqgan.training.generate import contexts_of, generate_responses, pad_batch
 from seqgan.training.optim import Stepper, make_adamw
-from seqgan.training.signals import Interrupted, StopFlag
+from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "discriminator"
 
@@ -106,26 +106,19 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
 
     A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
     a row raise FloatingPointError (the last checkpoint on disk stays the last good one).
-    `disc` may be DDP-wrapped (`ddp`): each rank then takes a share of every batch; `extra_loss`
-    gets the plain module.
+    `ddp`: `disc` wrapped by `World.wrap` (once per stage); each rank then takes a share of every
+    batch. `extra_loss` gets the plain module.
     """
     world = distributed.current()
-    module = ddp.module if ddp is not None and world.distributed else disc
     model = ddp if ddp is not None else disc
     model.train()
-    stepper = Stepper(optimizer, module, dc.grad_clip, device, precision)
+    stepper = Stepper(optimizer, disc, dc.grad_clip, device, precision)
     total_loss, correct, seen, skipped, in_a_row = 0.0, 0, 0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
-            signalled = stop is not None and stop.requested
-            if world.distributed:
-                signalled = bool(world.sum(signalled)[0])
-            if signalled:  # the round restarts from its checkpoint
-                raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", checkpoint)
-            local = world.part(idx)
-            weight = 1.0
-            if len(local) == 0:  # fewer rows than ranks: join the step with a zero-weight row
-                local, weight = idx[:1], 0.0
+            if world.any(stop is not None and stop.requested)[0]:  # the round restarts from its checkpoint
+                raise Interrupted(signal_name(stop), checkpoint)
+            local, weight = world.share(idx)
             y = torch.as_tensor(ex.labels[local], device=device)
             with stepper.autocast():
                 logits = d_logits(model, [ex.contexts[i] for i in local], [ex.responses[i] for i in local], device,
@@ -135,7 +128,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
             loss = bce * (weight * world.size / len(idx))
             if extra_loss is not None:
-                loss = loss + extra_loss(module)
+                loss = loss + extra_loss(disc)
             optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
             if not stepper.step(loss):

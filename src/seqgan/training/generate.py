@@ -74,7 +74,7 @@ def generate_responses(gen: nn.Module, contexts: list[np.ndarray], opts: SampleC
         bar.set_postfix(samples_s=f"{bar.n / max(time.monotonic() - started, 1e-9):,.0f}")
     bar.close()
     gen.train(was_training)
-    for part in world.gather(out) if world.distributed else []:
+    for part in world.gather(out):  # every rank's share (this rank's alone in a world of one)
         out.update(part)
     return [out[i] for i in range(len(contexts))]
 

@@ -34,7 +34,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.optim import Stepper, make_adamw, warmup_cosine
-from seqgan.training.signals import Interrupted, StopFlag
+from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "generator"
 
@@ -137,11 +137,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                                        seed=cfg.runtime.seed * 1000 + state["epoch"])
         while state["batch"] < len(batches):
             rows = batches[state["batch"]]
-            local = world.part(rows)
-            if len(local) == 0:  # fewer rows than ranks: join the step with a zero-weight row
-                local, weight = rows[:1], 0.0
-            else:
-                weight = 1.0
+            local, weight = world.share(rows)
             batch = to_device(collate(train, local), device)
             with stepper.autocast():
                 loss_sum, ntok = mle_loss(forward, batch, p.label_smoothing, reduction="sum")
@@ -153,7 +149,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             stepper.backward(loss)
             if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
                 state["nonfinite"] += 1
-                state["skipped"] = state.get("skipped", 0) + 1
+                state["skipped"] += 1
                 if state["nonfinite"] >= cfg.runtime.max_nonfinite:
                     raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
                                              f"checkpoint kept at {last_path}")
@@ -174,9 +170,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                 window_tokens, window_start = 0, time.monotonic()
             # budget and signals are decided together: every rank stops at the same step
             over_time = p.max_minutes is not None and time.monotonic() - started >= 60 * p.max_minutes
-            signalled = stop is not None and stop.requested
-            if world.distributed:
-                over_time, signalled = (bool(x) for x in world.sum(over_time, signalled))
+            over_time, signalled = world.any(over_time, stop is not None and stop.requested)
             if p.max_steps is not None and state["step"] >= p.max_steps:
                 stop_reason = "max_steps"
             elif over_time:
@@ -186,7 +180,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             if signalled:
                 save(last_path)
                 bar.close()
-                raise Interrupted(stop.signame if stop is not None and stop.signame else "SIGTERM", str(last_path))
+                raise Interrupted(signal_name(stop), str(last_path))
             now = time.monotonic()
             if state["step"] % cfg.runtime.checkpoint_every == 0 or now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
                 save(last_path)

@@ -19,6 +19,11 @@ class Interrupted(Exception):
         self.exit_code = 128 + int(getattr(signal, signame, signal.SIGINT))
 
 
+def signal_name(stop: StopFlag | None) -> str:
+    """The signal a stage stops for; SIGTERM when another rank of a distributed run received it."""
+    return stop.signame if stop is not None and stop.signame else "SIGTERM"
+
+
 class StopFlag:
     """Installs SIGINT/SIGTERM handlers for the duration of a `with` block (main thread only)."""
 
