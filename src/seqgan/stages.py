@@ -109,7 +109,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
 
 def train(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.adversarial import train_adversarial
-    from seqgan.training.optim import make_adamw
+    from seqgan.training.optim import load_optimizer_state, make_adamw
 
     with run.lock():
         device, tokenizer = _begin(cfg, run)
@@ -117,7 +117,7 @@ def train(cfg: Config, run: RunDir) -> dict:
         gen.train()
         disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
         d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
-        d_opt.load_state_dict(dckpt["optimizer"])
+        load_optimizer_state(d_opt, dckpt["optimizer"])
         t0 = time.monotonic()
         with StopFlag() as stop:
             out = train_adversarial(cfg, run, device, tokenizer, gen, disc, d_opt, stop=stop)

@@ -38,6 +38,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.mle import mle_loss
+from seqgan.training.optim import adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
     policy_gradient_loss,
@@ -114,9 +115,9 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
 
     gen = generator_for(cfg).to(device)
     disc = discriminator_for(cfg).to(device)
-    g_opt = torch.optim.Adam(gen.parameters(), lr=o.gen_lr)
-    d_opt = torch.optim.Adam(disc.parameters(), lr=o.d_lr)
-    adv_opt = torch.optim.Adam(gen.parameters(), lr=o.gen_lr)
+    g_opt = adam(gen.parameters(), o.gen_lr)
+    d_opt = adam(disc.parameters(), o.d_lr)
+    adv_opt = adam(gen.parameters(), o.gen_lr)
     rollout = None
     g = torch.Generator().manual_seed(seed + 1)
     state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False,
@@ -126,9 +127,9 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         ckpt = load_checkpoint(path)
         load_model_state(gen, ckpt["model"], path)
         load_model_state(disc, ckpt["discriminator"], path)
-        g_opt.load_state_dict(ckpt["optimizer"])
-        d_opt.load_state_dict(ckpt["d_optimizer"])
-        adv_opt.load_state_dict(ckpt["adv_optimizer"])
+        load_optimizer_state(g_opt, ckpt["optimizer"])
+        load_optimizer_state(d_opt, ckpt["d_optimizer"])
+        load_optimizer_state(adv_opt, ckpt["adv_optimizer"])
         if "rollout" in ckpt:
             rollout = copy.deepcopy(gen)
             load_model_state(rollout, ckpt["rollout"], path)

@@ -40,7 +40,7 @@ from seqgan.training.checkpoint import (
 )
 from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.mle import mle_loss, to_device, validation_nll
-from seqgan.training.optim import Stepper
+from seqgan.training.optim import Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
     entropy,
@@ -184,7 +184,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     for p in rollout.parameters():
         p.requires_grad_(False)
     ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
-    g_optimizer = torch.optim.Adam(gen.parameters(), lr=a.lr)
+    g_optimizer = adam(gen.parameters(), a.lr)
     stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
     state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0}
@@ -196,8 +196,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         load_model_state(disc, ckpt["discriminator"], last_path)
         if ref is not None and "reference" in ckpt:
             load_model_state(ref, ckpt["reference"], last_path)
-        g_optimizer.load_state_dict(ckpt["optimizer"])
-        d_optimizer.load_state_dict(ckpt["d_optimizer"])
+        load_optimizer_state(g_optimizer, ckpt["optimizer"])
+        load_optimizer_state(d_optimizer, ckpt["d_optimizer"])
         stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)

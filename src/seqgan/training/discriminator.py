@@ -31,7 +31,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses, pad_batch
-from seqgan.training.optim import Stepper, make_adamw
+from seqgan.training.optim import Stepper, load_optimizer_state, make_adamw
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "discriminator"
@@ -187,7 +187,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
         load_model_state(disc, ckpt["model"], last_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
         if state["round"] < dc.rounds:

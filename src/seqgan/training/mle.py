@@ -33,7 +33,7 @@ from seqgan.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from seqgan.training.optim import Stepper, make_adamw, warmup_cosine
+from seqgan.training.optim import Stepper, load_optimizer_state, make_adamw, warmup_cosine
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "generator"
@@ -107,7 +107,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
         load_model_state(model, ckpt["model"], last_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])

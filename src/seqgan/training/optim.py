@@ -9,6 +9,36 @@ import torch
 from torch import nn
 
 
+def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
+    """Adam (or AdamW with `decoupled`) with the fused kernel where this torch has one for the
+    parameters' device: the same update as the per-tensor loop, in one pass over the weights
+    (6x faster on a CPU for the paper's CNN discriminator; benchmarks/oracle_sampling.py)."""
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    params = list(params)
+    try:
+        return cls(params, lr=lr, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or dtype
+        return cls(params, lr=lr, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)`, keeping this optimizer's kernel choice (fused or not).
+
+    torch restores every saved group option, `fused` included, so a checkpoint written by a
+    build without the fused kernel would otherwise switch it off, and one written with it would
+    switch it on where it does not exist.
+    """
+    kernels = [{k: group.get(k) for k in ("fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)
+        if kernel["fused"]:  # the fused kernel wants its step counts as float tensors on the device
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                if torch.is_tensor(st.get("step")):
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+
+
 def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98)):
     """AdamW with no weight decay on biases, norms and embeddings' positional tables (1-D params)."""
     decay, no_decay = [], []
@@ -16,7 +46,7 @@ def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[fl
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return adam(groups, lr, decoupled=True, betas=betas)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
@@ -30,13 +60,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def grads_finite(model: nn.Module) -> bool:
-    for p in model.parameters():
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            return False
-    return True
 
 
 class Stepper:
@@ -66,11 +89,13 @@ class Stepper:
     def step(self, loss: torch.Tensor) -> bool:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if not (torch.isfinite(loss) and grads_finite(self.model)):
+        # the gradient norm is finite exactly when every gradient is (or their squares overflow
+        # fp32, a step as well skipped): one pass over the gradients does the check and the clip
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
             if self.scaler is not None:
                 self.scaler.update()  # an overflow: a smaller scale next time
             return False
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
