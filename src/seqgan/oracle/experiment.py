@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from seqgan.config import Config, DiscriminatorTrainConfig, to_dict
+from seqgan.config import Config, DiscriminatorTrainConfig, OracleConfig, to_dict
 from seqgan.models import build_discriminator, build_generator
 from seqgan.models.discriminator import DiscriminatorConfig
 from seqgan.models.generator import GeneratorConfig
@@ -83,6 +83,52 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
     out = sample_oracle(gen, num, seq_len, start_token=0, batch_size=min(batch_size, 1024), generator=g)
     gen.train()
     return out
+
+
+def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
+              rng: np.random.Generator, device: torch.device) -> None:
+    """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order."""
+    gen.train()
+    perm = rng.permutation(len(real))
+    for s in range(0, len(real), batch_size):
+        x = real[perm[s : s + batch_size]].to(device)  # (B, T)
+        loss, _ = mle_loss(gen, {"src": None, "src_mask": None, "tgt_in": shift_right(x, 0), "tgt_out": x},
+                           ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(gen.parameters(), grad_clip)
+        opt.step()
+
+
+def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+                         epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
+                         max_nonfinite: int = 10) -> dict:
+    """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half;
+    the CNN's L2 term on its output layer; no gradient clipping (the original has none)."""
+    dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
+    l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
+    return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
+                               extra_loss=l2, max_nonfinite=max_nonfinite)
+
+
+def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
+                   seq_len: int, rollouts: int, grad_clip: float, chunk_rows: int, g: torch.Generator,
+                   device: torch.device) -> torch.Tensor:
+    """One adversarial generator step: a batch of samples, Monte-Carlo rollout rewards under D,
+    policy gradient without a baseline (as the original). Returns the rewards (B, T)."""
+    seqs = sample_generator(gen, batch_size, seq_len, batch_size, g).to(device)  # (B, T)
+    rewards = rollout_rewards(rollout, reward, None, None, seqs, rollouts, max_len=seq_len, bos_id=0, eos_id=None,
+                              pad_id=0, chunk_rows=chunk_rows, generator=g)
+    mask = torch.ones_like(seqs, dtype=torch.bool)
+    adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
+    gen.train()
+    logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
+    loss = policy_gradient_loss(logp, adv, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(gen.parameters(), grad_clip)
+    opt.step()
+    return rewards
 
 
 def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
@@ -152,29 +198,17 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
 
     run.write_config(cfg)
     progress = cfg.runtime.progress
-    dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
-    l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
 
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
-        return dtrain.train_epochs(disc, d_opt, _examples(real, fake), epochs, dcfg, device, rng,
-                                   min_len=o.seq_len, extra_loss=l2, max_nonfinite=cfg.runtime.max_nonfinite)
+        return discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite)
 
     # 1. MLE pretraining of the generator
     t0 = time.monotonic()
     bar = tqdm(total=o.mle_epochs, initial=state["epoch"], desc="oracle: MLE", disable=not progress, leave=False)
     while state["epoch"] < o.mle_epochs:
-        rng = np.random.default_rng([seed, 1, state["epoch"]])
-        gen.train()
-        perm = rng.permutation(o.num_samples)
-        for s in range(0, o.num_samples, o.batch_size):
-            x = real[perm[s : s + o.batch_size]].to(device)  # (B, T)
-            loss, _ = mle_loss(gen, {"src": None, "src_mask": None, "tgt_in": shift_right(x, 0), "tgt_out": x},
-                               ignore_index=-100)
-            g_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(gen.parameters(), o.grad_clip)
-            g_opt.step()
+        mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, np.random.default_rng([seed, 1, state["epoch"]]),
+                  device)
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
@@ -211,18 +245,8 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         if rollout is None:  # the rollout policy starts as a copy of the pretrained generator
             rollout = copy.deepcopy(gen)
         disc.eval()
-        seqs = sample_generator(gen, o.batch_size, o.seq_len, o.batch_size, g).to(device)  # (B, T)
-        rewards = rollout_rewards(rollout, reward, None, None, seqs, o.rollouts, max_len=o.seq_len, bos_id=0,
-                                  eos_id=None, pad_id=0, chunk_rows=cfg.adversarial.rollout_chunk, generator=g)
-        mask = torch.ones_like(seqs, dtype=torch.bool)
-        adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
-        gen.train()
-        logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
-        loss = policy_gradient_loss(logp, adv, mask)
-        adv_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(gen.parameters(), o.grad_clip)
-        adv_opt.step()
+        rewards = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts, o.grad_clip,
+                                 cfg.adversarial.rollout_chunk, g, device)
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
         update_rollout_policy(rollout, gen, o.rollout_update)

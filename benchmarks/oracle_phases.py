@@ -1,0 +1,125 @@
+"""The oracle experiment's four phases, each timed through the experiment's own functions at the
+`oracle-paper` sizes, against an arithmetic floor: the phase's matmul FLOPs (counted from the
+models' shapes) divided by this machine's fp32 matmul rate, measured in the same process.
+
+    mle_epoch   one MLE epoch: 9,984 sequences x 20 tokens, batch 64, forward + backward + Adam
+    sample      9,984 generator samples (the negatives of one D step)
+    d_epoch     one CNN-discriminator epoch: 9,984 real + 9,984 generated, batch 64
+    g_step      one adversarial generator step: 64 samples, 16 rollouts of every prefix, D's
+                scores of the 19,520 completed sequences, one policy-gradient update
+
+    python benchmarks/oracle_phases.py [--repeats 3]
+
+Prints one JSON object: the matmul rate (GFLOP/s) and per phase its median seconds, FLOPs,
+floor seconds and the ratio seconds / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from seqgan.config import load_config
+from seqgan.oracle.experiment import (
+    discriminator_epochs,
+    discriminator_for,
+    generator_for,
+    generator_step,
+    mle_epoch,
+    sample_generator,
+)
+from seqgan.oracle.oracle import make_oracle, sample_oracle
+from seqgan.training.optim import adam
+from seqgan.training.rollout import discriminator_reward
+
+
+def matmul_gflops(repeats: int = 20) -> float:
+    """fp32 rate of a (1024 x 1720) @ (1720 x 3440) product, the size of the CNN's highway layer."""
+    a, b = torch.randn(1024, 1720), torch.randn(1720, 3440)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * 1024 * 1720 * 3440 / statistics.median(times) / 1e9
+
+
+def lstm_token_macs(gen) -> int:
+    c = gen.config
+    return 4 * c.hidden_dim * (c.embed_dim + c.hidden_dim) + c.hidden_dim * c.vocab_size
+
+
+def cnn_sequence_macs(disc, T: int) -> int:
+    c = disc.config
+    conv = sum((T - k + 1) * k * c.embed_dim * n for k, n in zip(c.filter_sizes, c.num_filters, strict=True))
+    total = sum(c.num_filters)
+    return conv + total * 2 * total + total
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    cfg = load_config("oracle-paper")
+    o = cfg.oracle
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    oracle = make_oracle(o.vocab_size, o.embed_dim, o.hidden_dim, seed=0).eval()
+    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, generator=g)
+    gen, disc = generator_for(cfg), discriminator_for(cfg)
+    g_opt, d_opt, adv_opt = adam(gen.parameters(), o.gen_lr), adam(disc.parameters(), o.d_lr), \
+        adam(gen.parameters(), o.gen_lr)
+    rollout, reward = copy.deepcopy(gen), discriminator_reward(disc)
+    rng = np.random.default_rng(0)
+    rate = matmul_gflops()
+
+    tokens = o.num_samples * o.seq_len
+    lstm, cnn = lstm_token_macs(gen), cnn_sequence_macs(disc, o.seq_len)
+    # rollouts: prefix t of each of the 64 rows gets 16 completions of T - t tokens; D scores
+    # every completion and the 64 sampled rows; the update is one forward + backward on 64 rows
+    rollout_tokens = o.batch_size * o.rollouts * sum(o.seq_len - t for t in range(1, o.seq_len))
+    scored = o.batch_size * o.rollouts * (o.seq_len - 1) + o.batch_size
+    flops = {
+        "mle_epoch": 2 * 3 * lstm * tokens,
+        "sample": 2 * lstm * tokens,
+        "d_epoch": 2 * 3 * cnn * 2 * o.num_samples,
+        "g_step": 2 * (lstm * (rollout_tokens + o.batch_size * o.seq_len * 4) + cnn * scored),
+    }
+    fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
+    steps = {
+        "mle_epoch": lambda: mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, rng, device),
+        "sample": lambda: sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g),
+        "d_epoch": lambda: discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device),
+        "g_step": lambda: generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
+                                         o.grad_clip, cfg.adversarial.rollout_chunk, g, device),
+    }
+    result = {"matmul_gflops": round(rate, 1), "threads": torch.get_num_threads()}
+    for name, fn in steps.items():
+        fn()  # warm-up
+        s = timed(fn, args.repeats)
+        floor = flops[name] / (rate * 1e9)
+        result[name] = {"s": round(s, 3), "gflop": round(flops[name] / 1e9, 1), "floor_s": round(floor, 3),
+                        "ratio": round(s / floor, 2)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
