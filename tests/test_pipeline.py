@@ -100,3 +100,13 @@ def test_evaluate_compare_two_runs(finished_run, capsys):
     assert list(out["runs"]) == [str(finished_run)]  # the same directory twice is one column set
     assert "pretrained" in captured.err
     assert run_cli("evaluate", "--compare", "/nonexistent/run") == 2
+
+
+def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():
+    from seqgan.plot import _series
+
+    records = [{"stage": "oracle", "phase": "adversarial", "index": i, "nll_oracle": v}
+               for i, v in [(0, 9.0), (5, 8.9), (10, 8.8), (5, 8.9), (10, 8.7), (15, 8.6)]]
+    records.append({"stage": "oracle", "phase": "mle", "index": 20, "nll_oracle": 9.1})
+    records.append({"stage": "oracle", "phase": "adversarial", "index": 20, "nll_oracle": float("nan")})
+    assert _series(records, "oracle", "index", "nll_oracle", "adversarial") == ([0, 5, 10, 15], [9.0, 8.9, 8.7, 8.6])

@@ -25,7 +25,9 @@ ORACLE_LINES = [(9.038, "paper MLE 9.038"), (8.736, "paper SeqGAN 8.736")]
 
 
 def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None = None) -> tuple[list, list]:
-    xs, ys = [], []
+    """The (x, y) points of one curve in x order. A resumed stage logs again the steps after its
+    last checkpoint: the last record of each x wins, so the line never runs back on itself."""
+    points = {}
     for r in records:
         if r.get("stage") != stage or y not in r or x not in r:
             continue
@@ -33,9 +35,9 @@ def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None =
             continue
         v = r[y]
         if isinstance(v, int | float) and math.isfinite(v):
-            xs.append(r[x])
-            ys.append(v)
-    return xs, ys
+            points[r[x]] = v
+    xs = sorted(points)
+    return xs, [points[k] for k in xs]
 
 
 def plot_run(run: RunDir) -> dict:
