@@ -402,14 +402,25 @@ def validate(cfg: Config) -> None:
         "pretrain.batch_tokens", "sample.max_len", "sample.num_beams", "sample.batch_size",
         "discriminator.batch_size", "adversarial.batch_size", "adversarial.rollouts",
         "adversarial.rollout_chunk", "oracle.vocab_size", "oracle.seq_len", "oracle.batch_size",
-        "oracle.num_samples", "oracle.rollouts",
+        "oracle.num_samples", "oracle.rollouts", "oracle.embed_dim", "oracle.hidden_dim", "oracle.d_embed_dim",
+        "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs",
     ]
     for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
-    for key in ("pretrain.lr", "discriminator.lr", "adversarial.lr", "oracle.gen_lr", "oracle.d_lr"):
+    for key in ("pretrain.lr", "discriminator.lr", "adversarial.lr", "oracle.gen_lr", "oracle.d_lr",
+                "oracle.grad_clip", "oracle.gen_init_std"):
         if not flat[key] > 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
+    for key in ("oracle.mle_epochs", "oracle.d_pretrain_rounds", "oracle.adv_rounds", "oracle.adv_d_steps",
+                "oracle.d_l2"):
+        if not flat[key] >= 0:
+            raise ConfigError(f"{key}: must be zero or more, got {flat[key]}")
+    for key in ("adversarial.rollout_update", "oracle.rollout_update"):
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1], got {flat[key]}")
+    if not 0.0 <= cfg.oracle.d_dropout < 1.0:
+        raise ConfigError(f"oracle.d_dropout: must be in [0, 1), got {cfg.oracle.d_dropout}")
     for key in ("model.generator", "model.discriminator"):
         m = getattr(cfg.model, key.split(".")[1])
         if m.arch == "transformer" and m.hidden_dim % m.num_heads:
@@ -421,8 +432,6 @@ def validate(cfg: Config) -> None:
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")
-    if not 0.0 <= cfg.adversarial.rollout_update <= 1.0:
-        raise ConfigError("adversarial.rollout_update: must be in [0, 1]")
     if not 0.0 <= cfg.discriminator.mismatch_share < 1.0:
         raise ConfigError("discriminator.mismatch_share: must be in [0, 1)")
     if cfg.sample.temperature < 0 or not 0 < cfg.sample.top_p <= 1 or cfg.sample.top_k < 0:
