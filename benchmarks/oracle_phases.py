@@ -85,8 +85,8 @@ def main() -> None:
     oracle = make_oracle(o.vocab_size, o.embed_dim, o.hidden_dim, seed=0).eval()
     real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, generator=g)
     gen, disc = generator_for(cfg), discriminator_for(cfg)
-    g_opt, d_opt, adv_opt = adam(gen.parameters(), o.gen_lr), adam(disc.parameters(), o.d_lr), \
-        adam(gen.parameters(), o.gen_lr)
+    g_opt, adv_opt = adam(gen.parameters(), o.gen_lr), adam(gen.parameters(), o.gen_lr)
+    d_opt = adam(disc.parameters(), o.d_lr)
     rollout, reward = copy.deepcopy(gen), discriminator_reward(disc)
     rng = np.random.default_rng(0)
     rate = matmul_gflops()

@@ -3,7 +3,7 @@ epoch of the paper's CNN discriminator (10k real + 10k generated, batch 64, fwd 
 
 (a) naive sampling: a per-row loop with torch.multinomial at every step (timed on a few rows
     and extrapolated); (b) ours: all rows in large batches, inverse-CDF sampling.
-(c) the CNN epoch through the experiment's own training loop (`train_epochs`, L2 term, the
+(c) the CNN epoch through the experiment's own D training (`discriminator_epochs`: L2 term, the
     step's finiteness check and clip), with the fused Adam kernel the experiment uses and,
     side by side, with torch's per-tensor Adam loop.
 
@@ -22,12 +22,9 @@ import time
 import numpy as np
 import torch
 
-from seqgan.config import DiscriminatorTrainConfig
-from seqgan.models.cnn import CNNDiscriminator
-from seqgan.models.discriminator import DiscriminatorConfig
-from seqgan.oracle.experiment import _examples
+from seqgan.config import load_config
+from seqgan.oracle.experiment import discriminator_epochs, discriminator_for
 from seqgan.oracle.oracle import make_oracle, sample_oracle
-from seqgan.training.discriminator import train_epochs
 from seqgan.training.optim import adam
 
 
@@ -41,19 +38,17 @@ def naive_rows(oracle, rows: int, T: int, g: torch.Generator) -> None:
             tok = torch.multinomial(probs, 1, generator=g)
 
 
-def cnn_epoch(real: torch.Tensor, fake: torch.Tensor, T: int, fused: bool) -> float:
-    """Seconds for one epoch over real + fake, after a short warm-up."""
+def cnn_epoch(real: torch.Tensor, fake: torch.Tensor, fused: bool) -> float:
+    """Seconds for one epoch of the experiment's D training over real + fake, after a short warm-up."""
+    cfg = load_config("oracle-paper")
+    o = cfg.oracle
     torch.manual_seed(0)
-    d = CNNDiscriminator(DiscriminatorConfig(arch="cnn", conditional=False, vocab_size=5000, embed_dim=64, max_len=T,
-                                             dropout=0.25))
-    opt = adam(d.parameters(), 1e-4) if fused else torch.optim.Adam(d.parameters(), lr=1e-4, foreach=False)
-    ex = _examples(real, fake)
-    dc = DiscriminatorTrainConfig(batch_size=64, grad_clip=1e9, label_smoothing=0.0)
-    args = dict(min_len=T, extra_loss=lambda m: 0.2 * m.l2_penalty())
-    warm = _examples(real[:64], fake[:64])
-    train_epochs(d, opt, warm, 1, dc, torch.device("cpu"), np.random.default_rng(0), **args)
+    d = discriminator_for(cfg)
+    opt = adam(d.parameters(), o.d_lr) if fused else torch.optim.Adam(d.parameters(), lr=o.d_lr, foreach=False)
+    cpu = torch.device("cpu")
+    discriminator_epochs(d, opt, real[:64], fake[:64], 1, o, np.random.default_rng(0), cpu)
     t = time.perf_counter()
-    train_epochs(d, opt, ex, 1, dc, torch.device("cpu"), np.random.default_rng(1), **args)
+    discriminator_epochs(d, opt, real, fake, 1, o, np.random.default_rng(1), cpu)
     return time.perf_counter() - t
 
 
@@ -75,7 +70,7 @@ def main() -> None:
 
     fake = torch.randint(0, 5000, (N, T), generator=g)
     rows = 256 if args.quick else N  # --quick: 8 batches, scaled to the whole epoch
-    epoch = {name: cnn_epoch(real[:rows], fake[:rows], T, fused) * N / rows
+    epoch = {name: cnn_epoch(real[:rows], fake[:rows], fused) * N / rows
              for name, fused in (("fused", True), ("per_tensor", False))}
     print(json.dumps({"naive_s": round(naive, 2), "ours_s": round(ours, 3), "speedup": round(naive / ours, 1),
                       "samples": N, "cnn_epoch_s": round(epoch["fused"], 2),

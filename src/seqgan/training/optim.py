@@ -12,7 +12,7 @@ from torch import nn
 def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
     """Adam (or AdamW with `decoupled`) with the fused kernel where this torch has one for the
     parameters' device: the same update as the per-tensor loop, in one pass over the weights
-    (6x faster on a CPU for the paper's CNN discriminator; benchmarks/oracle_sampling.py)."""
+    (the paper's CNN discriminator's epoch 1.45x faster on a CPU: benchmarks/oracle_sampling.py)."""
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     params = list(params)
     try:
