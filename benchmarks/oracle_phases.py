@@ -8,10 +8,12 @@ models' shapes) divided by this machine's fp32 matmul rate, measured in the same
     g_step      one adversarial generator step: 64 samples, 16 rollouts of every prefix, D's
                 scores of the 19,520 completed sequences, one policy-gradient update
 
-    python benchmarks/oracle_phases.py [--repeats 3]
+    python benchmarks/oracle_phases.py [--repeats 3] [--precisions fp32,bf16]
 
 Prints one JSON object: the matmul rate (GFLOP/s) and per phase its median seconds, FLOPs,
-floor seconds and the ratio seconds / floor.
+floor seconds and the ratio seconds / floor. Each precision (`runtime.precision`: the training
+forwards under autocast; sampling stays fp32) times the same phases from the same starting
+models, side by side; a phase under bf16 is keyed `NAME_bf16` and its floor stays the fp32 one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -73,26 +76,54 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    cfg = load_config("oracle-paper")
-    o = cfg.oracle
-    device = torch.device("cpu")
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    oracle = make_oracle(o.vocab_size, o.embed_dim, o.hidden_dim, seed=0).eval()
-    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, generator=g)
-    gen, disc = generator_for(cfg), discriminator_for(cfg)
+def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, rate: float, repeats: int) -> dict:
+    """Each phase's median seconds under `precision`, from copies of the same starting models."""
+    o, device = cfg.oracle, torch.device("cpu")
+    gen, disc = copy.deepcopy(gen0), copy.deepcopy(disc0)
     g_opt, adv_opt = adam(gen.parameters(), o.gen_lr), adam(gen.parameters(), o.gen_lr)
     d_opt = adam(disc.parameters(), o.d_lr)
     rollout, reward = copy.deepcopy(gen), discriminator_reward(disc)
     rng = np.random.default_rng(0)
+    steps = {
+        "mle_epoch": lambda: mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, rng, device, precision),
+        "sample": lambda: sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g),
+        "d_epoch": lambda: discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device, precision=precision),
+        "g_step": lambda: generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
+                                         o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision),
+    }
+    result = {}
+    for name, fn in steps.items():
+        if name == "sample" and precision != "fp32":
+            continue  # sampling has no precision setting
+        fn()  # warm-up
+        s = timed(fn, repeats)
+        floor = flops[name] / (rate * 1e9)
+        key = name if precision == "fp32" else f"{name}_{precision}"
+        result[key] = {"s": round(s, 3), "gflop": round(flops[name] / 1e9, 1), "floor_s": round(floor, 3),
+                       "ratio": round(s / floor, 2)}
+        print(f"{key}: {s:.2f} s (floor {floor:.2f} s)", file=sys.stderr, flush=True)
+    # the training accuracy of one more D epoch after the timed ones
+    fit = discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device, precision=precision)
+    result[f"d_accuracy_{precision}"] = round(fit["accuracy"], 4)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    args = ap.parse_args()
+    cfg = load_config("oracle-paper")
+    o = cfg.oracle
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    oracle = make_oracle(o.vocab_size, o.embed_dim, o.hidden_dim, seed=0).eval()
+    real = sample_oracle(oracle, o.num_samples, o.seq_len, start_token=0, generator=g)
+    gen0, disc0 = generator_for(cfg), discriminator_for(cfg)
     rate = matmul_gflops()
 
     tokens = o.num_samples * o.seq_len
-    lstm, cnn = lstm_token_macs(gen), cnn_sequence_macs(disc, o.seq_len)
+    lstm, cnn = lstm_token_macs(gen0), cnn_sequence_macs(disc0, o.seq_len)
     # rollouts: prefix t of each of the 64 rows gets 16 completions of T - t tokens; D scores
     # every completion and the 64 sampled rows; the update is one forward + backward on 64 rows
     rollout_tokens = o.batch_size * o.rollouts * sum(o.seq_len - t for t in range(1, o.seq_len))
@@ -103,21 +134,10 @@ def main() -> None:
         "d_epoch": 2 * 3 * cnn * 2 * o.num_samples,
         "g_step": 2 * (lstm * (rollout_tokens + o.batch_size * o.seq_len * 4) + cnn * scored),
     }
-    fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
-    steps = {
-        "mle_epoch": lambda: mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, rng, device),
-        "sample": lambda: sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g),
-        "d_epoch": lambda: discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device),
-        "g_step": lambda: generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
-                                         o.grad_clip, cfg.adversarial.rollout_chunk, g, device),
-    }
+    fake = sample_generator(gen0, o.num_samples, o.seq_len, o.num_samples, g)
     result = {"matmul_gflops": round(rate, 1), "threads": torch.get_num_threads()}
-    for name, fn in steps.items():
-        fn()  # warm-up
-        s = timed(fn, args.repeats)
-        floor = flops[name] / (rate * 1e9)
-        result[name] = {"s": round(s, 3), "gflop": round(flops[name] / 1e9, 1), "floor_s": round(floor, 3),
-                        "ratio": round(s / floor, 2)}
+    for precision in args.precisions.split(","):
+        result.update(time_phases(cfg, gen0, disc0, real, fake, g, precision, flops, rate, args.repeats))
     print(json.dumps(result))
 
 

@@ -1,11 +1,19 @@
-"""`seqgan oracle` end to end on the tiny preset: figures, curve, exact resume."""
+"""`seqgan oracle` end to end on the tiny preset: figures, curve, exact resume, precision, and
+the skipping of non-finite steps."""
 
+import copy
 import json
 
+import numpy as np
+import pytest
 import torch
 from support import run_cli
 
+from seqgan.config import load_config
+from seqgan.oracle.experiment import discriminator_for, generator_for, generator_step, mle_epoch
 from seqgan.rundir import RunDir
+from seqgan.training.optim import adam
+from seqgan.training.rollout import discriminator_reward
 
 
 def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
@@ -26,3 +34,60 @@ def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
     wa = torch.load(RunDir(a).checkpoint("oracle", "last"), weights_only=True)["model"]
     wb = torch.load(RunDir(b).checkpoint("oracle", "last"), weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
+    """`runtime.precision=bf16` reaches the oracle's training steps (the run differs from fp32) and
+    MLE still learns; NLL-oracle is measured in fp32 either way."""
+    common = ("--config", "tiny", "oracle.mle_epochs=6", "oracle.eval_every=5", "--json")
+    assert run_cli("oracle", "--run-dir", tmp_path / "fp32", *common) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert run_cli("oracle", "--run-dir", tmp_path / "bf16", "runtime.precision=bf16", *common) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    mle = [c["nll_oracle"] for c in bf16["curve"] if c["phase"] == "mle"]
+    assert mle[-1] < mle[0] - 0.1
+    assert bf16["curve"] != fp32["curve"]
+    assert bf16["oracle_self_nll"] == fp32["oracle_self_nll"]  # the same oracle data
+
+
+def _tiny_models():
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    gen = generator_for(cfg)
+    return cfg, gen, adam(gen.parameters(), cfg.oracle.gen_lr)
+
+
+def test_a_non_finite_mle_step_is_skipped_and_too_many_in_a_row_stop():
+    cfg, gen, opt = _tiny_models()
+    o = cfg.oracle
+    real = torch.randint(0, o.vocab_size, (4 * o.batch_size, o.seq_len), generator=torch.Generator().manual_seed(0))
+    assert mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu")) == 0
+    with torch.no_grad():
+        next(gen.parameters()).fill_(float("nan"))
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    assert mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
+                     max_nonfinite=5) == 4
+    assert all(torch.equal(before[k].nan_to_num(), v.nan_to_num()) for k, v in gen.state_dict().items())
+    with pytest.raises(FloatingPointError, match="3 non-finite MLE steps in a row"):
+        mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
+                  max_nonfinite=3)
+
+
+def test_a_non_finite_generator_step_is_reported_and_not_taken():
+    cfg, gen, opt = _tiny_models()
+    o = cfg.oracle
+    disc = discriminator_for(cfg)
+    args = (discriminator_reward(disc), opt, o.batch_size, o.seq_len, o.rollouts, o.grad_clip, 64,
+            torch.Generator().manual_seed(0), torch.device("cpu"))
+    rollout = copy.deepcopy(gen)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    rewards, stepped = generator_step(gen, rollout, *args)
+    assert stepped and rewards.shape == (o.batch_size, o.seq_len)
+    assert any(not torch.equal(before[k], v) for k, v in gen.state_dict().items())
+    with torch.no_grad():
+        for p in disc.parameters():
+            p.fill_(float("nan"))  # NaN rewards, hence a NaN policy-gradient loss
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    rewards, stepped = generator_step(gen, rollout, *args)
+    assert torch.isnan(rewards).all() and not stepped
+    assert all(torch.equal(before[k], v) for k, v in gen.state_dict().items())

@@ -38,7 +38,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.mle import mle_loss
-from seqgan.training.optim import adam, load_optimizer_state
+from seqgan.training.optim import Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
     policy_gradient_loss,
@@ -86,49 +86,63 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
 
 
 def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
-              rng: np.random.Generator, device: torch.device) -> None:
-    """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order."""
+              rng: np.random.Generator, device: torch.device, precision: str = "fp32",
+              max_nonfinite: int = 10) -> int:
+    """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order, the forward
+    under `precision`'s autocast. Returns the number of skipped non-finite steps;
+    `max_nonfinite` of them in a row raise FloatingPointError."""
     gen.train()
+    stepper = Stepper(opt, gen, grad_clip, device, precision)
     perm = rng.permutation(len(real))
+    skipped, in_a_row = 0, 0
     for s in range(0, len(real), batch_size):
         x = real[perm[s : s + batch_size]].to(device)  # (B, T)
-        loss, _ = mle_loss(gen, {"src": None, "src_mask": None, "tgt_in": shift_right(x, 0), "tgt_out": x},
-                           ignore_index=-100)
+        with stepper.autocast():
+            loss, _ = mle_loss(gen, {"src": None, "src_mask": None, "tgt_in": shift_right(x, 0), "tgt_out": x},
+                               ignore_index=-100)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(gen.parameters(), grad_clip)
-        opt.step()
+        stepper.backward(loss)
+        if stepper.step(loss):
+            in_a_row = 0
+            continue
+        skipped, in_a_row = skipped + 1, in_a_row + 1
+        if in_a_row >= max_nonfinite:
+            raise FloatingPointError(f"{in_a_row} non-finite MLE steps in a row; last good checkpoint kept")
+    return skipped
 
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
                          epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
-                         max_nonfinite: int = 10) -> dict:
-    """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half;
-    the CNN's L2 term on its output layer; no gradient clipping (the original has none)."""
+                         max_nonfinite: int = 10, precision: str = "fp32") -> dict:
+    """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
+    the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
+    clipping (the original has none)."""
     dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
-                               extra_loss=l2, max_nonfinite=max_nonfinite)
+                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision)
 
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
                    seq_len: int, rollouts: int, grad_clip: float, chunk_rows: int, g: torch.Generator,
-                   device: torch.device) -> torch.Tensor:
+                   device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, bool]:
     """One adversarial generator step: a batch of samples, Monte-Carlo rollout rewards under D,
-    policy gradient without a baseline (as the original). Returns the rewards (B, T)."""
+    policy gradient without a baseline (as the original), its forward under `precision`'s
+    autocast (sampling and rollouts stay fp32). Returns the rewards (B, T) and whether the step
+    was taken (False: a non-finite loss or gradient, skipped)."""
     seqs = sample_generator(gen, batch_size, seq_len, batch_size, g).to(device)  # (B, T)
     rewards = rollout_rewards(rollout, reward, None, None, seqs, rollouts, max_len=seq_len, bos_id=0, eos_id=None,
                               pad_id=0, chunk_rows=chunk_rows, generator=g)
     mask = torch.ones_like(seqs, dtype=torch.bool)
     adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
     gen.train()
-    logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
+    stepper = Stepper(opt, gen, grad_clip, device, precision)
+    with stepper.autocast():
+        logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
     loss = policy_gradient_loss(logp, adv, mask)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(gen.parameters(), grad_clip)
-    opt.step()
-    return rewards
+    stepper.backward(loss)
+    return rewards, stepper.step(loss)
 
 
 def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
@@ -197,18 +211,19 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         return nll
 
     run.write_config(cfg)
-    progress = cfg.runtime.progress
+    progress, precision = cfg.runtime.progress, cfg.runtime.precision
 
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
-        return discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite)
+        return discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite,
+                                    precision)
 
     # 1. MLE pretraining of the generator
     t0 = time.monotonic()
     bar = tqdm(total=o.mle_epochs, initial=state["epoch"], desc="oracle: MLE", disable=not progress, leave=False)
     while state["epoch"] < o.mle_epochs:
         mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, np.random.default_rng([seed, 1, state["epoch"]]),
-                  device)
+                  device, precision, cfg.runtime.max_nonfinite)
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
@@ -240,13 +255,18 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     bar = tqdm(total=o.adv_rounds, initial=state["adv_round"], desc="oracle: adversarial", disable=not progress,
                leave=False)
     reward = discriminator_reward(disc)
+    g_nonfinite = 0
     while state["adv_round"] < o.adv_rounds:
         r = state["adv_round"]
         if rollout is None:  # the rollout policy starts as a copy of the pretrained generator
             rollout = copy.deepcopy(gen)
         disc.eval()
-        rewards = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts, o.grad_clip,
-                                 cfg.adversarial.rollout_chunk, g, device)
+        rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
+                                          o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision)
+        g_nonfinite = 0 if stepped else g_nonfinite + 1
+        if g_nonfinite >= cfg.runtime.max_nonfinite:
+            raise FloatingPointError(f"{g_nonfinite} non-finite generator steps in a row; last good checkpoint "
+                                     f"kept at {path}")
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
         update_rollout_policy(rollout, gen, o.rollout_update)
