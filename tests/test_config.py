@@ -31,6 +31,18 @@ def test_overrides_set_nested_values_with_types():
     assert cfg.data.split == [0.8, 0.1, 0.1]
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads `1e-4` as a string; a float setting takes it as the number
+    cfg = C.load_config("tiny", ["pretrain.lr=1e-4", "oracle.d_lr=2E-5", "adversarial.lr=+3e2"])
+    assert (cfg.pretrain.lr, cfg.oracle.d_lr, cfg.adversarial.lr) == (1e-4, 2e-5, 300.0)
+    p = tmp_path / "mine.yaml"
+    p.write_text("pretrain:\n  lr: 5e-4\n")
+    assert C.load_config(str(p)).pretrain.lr == 5e-4
+    for bad in ("pretrain.lr=1e", "pretrain.lr=e5", "pretrain.lr=nan", "pretrain.epochs=1e3"):
+        with pytest.raises(ConfigError, match="expected"):
+            C.load_config("tiny", [bad])
+
+
 @pytest.mark.parametrize("override, message", [
     ("pretrain.lrr=1", "unknown config key 'pretrain.lrr'"),
     ("nosection.x=1", "unknown config key 'nosection'"),

@@ -7,6 +7,7 @@ values of the wrong type raise `ConfigError` naming the key. Presets live in `co
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from seqgan.models.discriminator import DiscriminatorConfig
 from seqgan.models.generator import GeneratorConfig
 
 PRESET_DIR = Path(__file__).parent / "configs"
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass
@@ -269,6 +271,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads 1e-4 (no dot) as a string; take it as the number it plainly is
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

@@ -24,6 +24,7 @@ def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
     phases = [c["phase"] for c in out["curve"]]
     assert "mle" in phases and "adversarial" in phases and out["complete"]
     assert out["oracle_self_nll"] < out["mle_nll_oracle"]  # the oracle knows its own data best
+    assert out["skipped_steps"] == 0
     # the same run, stopped after the MLE phase and resumed, reaches the same generator
     b = tmp_path / "b"
     assert run_cli("oracle", "--config", "tiny", "--run-dir", b, "oracle.d_pretrain_rounds=0",
@@ -48,6 +49,16 @@ def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
     assert mle[-1] < mle[0] - 0.1
     assert bf16["curve"] != fp32["curve"]
     assert bf16["oracle_self_nll"] == fp32["oracle_self_nll"]  # the same oracle data
+
+
+def test_a_diverging_discriminator_stops_the_oracle_with_exit_1_and_a_finite_checkpoint(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.d_lr=1e30") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("seqgan oracle: stopped: 10 non-finite discriminator steps in a row")
+    ckpt = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)
+    assert ckpt["state"]["epoch"] == 4 and ckpt["state"]["d_round"] == 0  # the MLE phase's last save
+    assert all(torch.isfinite(v).all() for v in ckpt["discriminator"].values())
 
 
 def _tiny_models():

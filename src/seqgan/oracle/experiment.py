@@ -180,7 +180,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     adv_opt = adam(gen.parameters(), o.gen_lr)
     rollout = None
     g = torch.Generator().manual_seed(seed + 1)
-    state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False,
+    state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False, "skipped_steps": 0,
              "seconds": {"mle": 0.0, "d_pretrain": 0.0, "adversarial": 0.0}}
     path = run.checkpoint(STAGE, "last")
     if path.exists():
@@ -215,15 +215,18 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
 
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
-        return discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite,
-                                    precision)
+        fit = discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite,
+                                   precision)
+        state["skipped_steps"] += fit["skipped_steps"]
+        return fit
 
     # 1. MLE pretraining of the generator
     t0 = time.monotonic()
     bar = tqdm(total=o.mle_epochs, initial=state["epoch"], desc="oracle: MLE", disable=not progress, leave=False)
     while state["epoch"] < o.mle_epochs:
-        mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, np.random.default_rng([seed, 1, state["epoch"]]),
-                  device, precision, cfg.runtime.max_nonfinite)
+        state["skipped_steps"] += mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip,
+                                            np.random.default_rng([seed, 1, state["epoch"]]), device, precision,
+                                            cfg.runtime.max_nonfinite)
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
@@ -264,6 +267,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
                                           o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision)
         g_nonfinite = 0 if stepped else g_nonfinite + 1
+        state["skipped_steps"] += not stepped
         if g_nonfinite >= cfg.runtime.max_nonfinite:
             raise FloatingPointError(f"{g_nonfinite} non-finite generator steps in a row; last good checkpoint "
                                      f"kept at {path}")
@@ -294,6 +298,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         "paper": PAPER,
         "seconds": {k: round(v, 1) for k, v in state["seconds"].items()},
         "complete": state["complete"],
+        "skipped_steps": state["skipped_steps"],
         "curve": state["curve"],
     }
     atomic_write_text(run.root / "oracle.json", _json(result))
