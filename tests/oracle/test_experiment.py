@@ -55,7 +55,9 @@ def test_a_diverging_discriminator_stops_the_oracle_with_exit_1_and_a_finite_che
     run = tmp_path / "r"
     assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.d_lr=1e30") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("seqgan oracle: stopped: 10 non-finite discriminator steps in a row")
+    last = str(RunDir(run).checkpoint("oracle", "last"))
+    assert err[-1] == f"seqgan oracle: stopped: 10 non-finite discriminator steps in a row; last good checkpoint " \
+                      f"kept at {last}"
     ckpt = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)
     assert ckpt["state"]["epoch"] == 4 and ckpt["state"]["d_round"] == 0  # the MLE phase's last save
     assert all(torch.isfinite(v).all() for v in ckpt["discriminator"].values())

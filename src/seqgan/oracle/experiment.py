@@ -87,7 +87,7 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
 
 def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
               rng: np.random.Generator, device: torch.device, precision: str = "fp32",
-              max_nonfinite: int = 10) -> int:
+              max_nonfinite: int = 10, checkpoint: str = "") -> int:
     """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order, the forward
     under `precision`'s autocast. Returns the number of skipped non-finite steps;
     `max_nonfinite` of them in a row raise FloatingPointError."""
@@ -107,20 +107,21 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
             continue
         skipped, in_a_row = skipped + 1, in_a_row + 1
         if in_a_row >= max_nonfinite:
-            raise FloatingPointError(f"{in_a_row} non-finite MLE steps in a row; last good checkpoint kept")
+            raise FloatingPointError(f"{in_a_row} non-finite MLE steps in a row; last good checkpoint "
+                                     f"kept{' at ' + checkpoint if checkpoint else ''}")
     return skipped
 
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
                          epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
-                         max_nonfinite: int = 10, precision: str = "fp32") -> dict:
+                         max_nonfinite: int = 10, precision: str = "fp32", checkpoint: str = "") -> dict:
     """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
     the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
     clipping (the original has none)."""
     dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
-                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision)
+                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision, checkpoint=checkpoint)
 
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
@@ -216,7 +217,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
         fit = discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite,
-                                   precision)
+                                   precision, str(path))
         state["skipped_steps"] += fit["skipped_steps"]
         return fit
 
@@ -226,7 +227,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     while state["epoch"] < o.mle_epochs:
         state["skipped_steps"] += mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip,
                                             np.random.default_rng([seed, 1, state["epoch"]]), device, precision,
-                                            cfg.runtime.max_nonfinite)
+                                            cfg.runtime.max_nonfinite, str(path))
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
