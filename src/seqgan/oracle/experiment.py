@@ -38,7 +38,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.mle import mle_loss
-from seqgan.training.optim import Stepper, adam, load_optimizer_state
+from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
     policy_gradient_loss,
@@ -93,8 +93,8 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
     `max_nonfinite` of them in a row raise FloatingPointError."""
     gen.train()
     stepper = Stepper(opt, gen, grad_clip, device, precision)
+    guard = NonfiniteGuard(max_nonfinite, "MLE", checkpoint)
     perm = rng.permutation(len(real))
-    skipped, in_a_row = 0, 0
     for s in range(0, len(real), batch_size):
         x = real[perm[s : s + batch_size]].to(device)  # (B, T)
         with stepper.autocast():
@@ -102,14 +102,8 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
                                ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         stepper.backward(loss)
-        if stepper.step(loss):
-            in_a_row = 0
-            continue
-        skipped, in_a_row = skipped + 1, in_a_row + 1
-        if in_a_row >= max_nonfinite:
-            raise FloatingPointError(f"{in_a_row} non-finite MLE steps in a row; last good checkpoint "
-                                     f"kept{' at ' + checkpoint if checkpoint else ''}")
-    return skipped
+        guard.record(stepper.step(loss))
+    return guard.skipped
 
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
@@ -259,7 +253,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
     bar = tqdm(total=o.adv_rounds, initial=state["adv_round"], desc="oracle: adversarial", disable=not progress,
                leave=False)
     reward = discriminator_reward(disc)
-    g_nonfinite = 0
+    g_guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "generator", str(path))
     while state["adv_round"] < o.adv_rounds:
         r = state["adv_round"]
         if rollout is None:  # the rollout policy starts as a copy of the pretrained generator
@@ -267,11 +261,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         disc.eval()
         rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
                                           o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision)
-        g_nonfinite = 0 if stepped else g_nonfinite + 1
-        state["skipped_steps"] += not stepped
-        if g_nonfinite >= cfg.runtime.max_nonfinite:
-            raise FloatingPointError(f"{g_nonfinite} non-finite generator steps in a row; last good checkpoint "
-                                     f"kept at {path}")
+        state["skipped_steps"] += not g_guard.record(stepped)
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
         update_rollout_policy(rollout, gen, o.rollout_update)

@@ -31,7 +31,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses, pad_batch
-from seqgan.training.optim import Stepper, load_optimizer_state, make_adamw
+from seqgan.training.optim import NonfiniteGuard, Stepper, load_optimizer_state, make_adamw
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "discriminator"
@@ -113,7 +113,8 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     model = ddp if ddp is not None else disc
     model.train()
     stepper = Stepper(optimizer, disc, dc.grad_clip, device, precision)
-    total_loss, correct, seen, skipped, in_a_row = 0.0, 0, 0, 0, 0
+    guard = NonfiniteGuard(max_nonfinite, "discriminator", checkpoint)
+    total_loss, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
             if world.any(stop is not None and stop.requested)[0]:  # the round restarts from its checkpoint
@@ -131,13 +132,8 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                 loss = loss + extra_loss(disc)
             optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
-            if not stepper.step(loss):
-                skipped, in_a_row = skipped + 1, in_a_row + 1
-                if in_a_row >= max_nonfinite:
-                    raise FloatingPointError(f"{in_a_row} non-finite discriminator steps in a row; last good "
-                                             f"checkpoint kept{' at ' + checkpoint if checkpoint else ''}")
+            if not guard.record(stepper.step(loss)):
                 continue
-            in_a_row = 0
             if weight:
                 total_loss += bce.item()
                 correct += int(((logits > 0).float() == y).sum())
@@ -146,7 +142,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                 bar.update(1)
                 bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     total_loss, correct, seen = world.sum(total_loss, correct, seen)
-    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "skipped_steps": skipped}
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "skipped_steps": guard.skipped}
 
 
 @torch.no_grad()

@@ -109,3 +109,24 @@ class Stepper:
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+class NonfiniteGuard:
+    """Counts the steps a Stepper skipped; `limit` of them in a row raise FloatingPointError
+    (`N non-finite WHAT steps in a row; last good checkpoint kept at PATH`)."""
+
+    def __init__(self, limit: int, what: str, checkpoint: str = ""):
+        self.limit, self.what, self.checkpoint = limit, what, checkpoint
+        self.skipped = self.in_a_row = 0
+
+    def record(self, stepped: bool) -> bool:
+        """Note one step's outcome; returns `stepped`."""
+        if stepped:
+            self.in_a_row = 0
+            return True
+        self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        if self.in_a_row >= self.limit:
+            where = f" at {self.checkpoint}" if self.checkpoint else ""
+            raise FloatingPointError(f"{self.in_a_row} non-finite {self.what} steps in a row; last good "
+                                     f"checkpoint kept{where}")
+        return False
