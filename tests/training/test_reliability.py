@@ -10,6 +10,7 @@ import pytest
 import torch
 from support import run_cli
 
+import seqgan.training.adversarial as adversarial
 import seqgan.training.mle as mle
 from seqgan import rundir as rundir_module
 from seqgan.config import from_dict
@@ -57,7 +58,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tiny_run, tmp_path, monkeypatch
 def test_too_many_nonfinite_steps_in_a_row_stop_and_keep_the_good_checkpoint(tiny_run, tmp_path, monkeypatch, capsys):
     run, cfg, tok = _setup(tiny_run, tmp_path / "r", checkpoint_every=2, max_nonfinite=3)
     _nan_at(None, monkeypatch)
-    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row; last good checkpoint kept"):
+    with pytest.raises(FloatingPointError, match="3 non-finite generator MLE steps in a row; last good checkpoint kept"):
         mle.pretrain_generator(cfg, run, torch.device("cpu"), tok)
     ckpt = torch.load(run.checkpoint("generator", "last"), weights_only=True)
     assert ckpt["state"]["step"] >= 4 and ckpt["state"]["skipped"] >= 1
@@ -65,7 +66,33 @@ def test_too_many_nonfinite_steps_in_a_row_stop_and_keep_the_good_checkpoint(tin
     # through the CLI: one line, exit 1, and the checkpoint is still the good one
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.max_nonfinite=3") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "non-finite steps in a row" in err[0]
+    assert len(err) == 1 and "non-finite generator MLE steps in a row" in err[0]
+
+
+def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survives_a_resume(tiny_run, tmp_path,
+                                                                                         monkeypatch, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root) == 0
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
+    real, calls, bad = adversarial.GeneratorObjective.forward, [0], {3, 4}
+
+    def forward(self, *args):
+        calls[0] += 1
+        loss, stats, running = real(self, *args)
+        return (loss * float("nan") if calls[0] in bad else loss), stats, running
+
+    monkeypatch.setattr(adversarial.GeneratorObjective, "forward", forward)
+    assert run_cli("train", "--run-dir", run.root) == 0  # 4 steps, the last two non-finite
+    ckpt = torch.load(run.checkpoint("adversarial", "last"), weights_only=True)
+    assert ckpt["state"]["skipped"] == 2 and ckpt["state"]["nonfinite"] == 2
+    assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
+    capsys.readouterr()
+    # resumed with a limit of 3: the first new non-finite step is the third in a row
+    calls[0], bad = 0, {1}
+    assert run_cli("train", "--run-dir", run.root, "adversarial.steps=6", "runtime.max_nonfinite=3") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 non-finite adversarial generator steps in a row; last good checkpoint kept" in err[0]
+    assert torch.load(run.checkpoint("adversarial", "last"), weights_only=True)["state"]["step"] == 4
 
 
 def test_discriminator_stops_after_nonfinite_steps_in_a_row():

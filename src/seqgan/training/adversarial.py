@@ -40,7 +40,7 @@ from seqgan.training.checkpoint import (
 )
 from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.mle import mle_loss, to_device, validation_nll
-from seqgan.training.optim import Stepper, adam, load_optimizer_state
+from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
     entropy,
@@ -221,6 +221,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         raise ConfigError(f"adversarial.batch_size={a.batch_size} is smaller than the {world.size} processes")
     objective = world.wrap(GeneratorObjective(gen))  # DDP in a distributed run
     d_ddp = world.wrap(disc)
+    guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial generator", str(last_path), state["skipped"],
+                           state["nonfinite"])
     started = last_save = time.monotonic()
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
                disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
@@ -239,14 +241,10 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                 loss, stats, state["running"] = objective(cfg, rollout, disc, ref, batch, g, state["running"])
             g_optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
-            if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
-                state["nonfinite"] += 1
-                state["skipped"] += 1
-                if state["nonfinite"] >= cfg.runtime.max_nonfinite:
-                    raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
-                                             f"checkpoint kept at {last_path}")
+            stepped = guard.record(stepper.step(loss))  # a non-finite loss or gradient: skipped and counted
+            state.update(guard.counts())
+            if not stepped:
                 continue
-            state["nonfinite"] = 0
             if a.objective == "seqgan":
                 update_rollout_policy(rollout, gen, a.rollout_update)
         g_seconds = time.monotonic() - t0

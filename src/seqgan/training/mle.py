@@ -33,7 +33,13 @@ from seqgan.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from seqgan.training.optim import Stepper, load_optimizer_state, make_adamw, warmup_cosine
+from seqgan.training.optim import (
+    NonfiniteGuard,
+    Stepper,
+    load_optimizer_state,
+    make_adamw,
+    warmup_cosine,
+)
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 STAGE = "generator"
@@ -123,6 +129,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
                         amp=stepper.state_dict(), rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
 
+    guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "generator MLE", str(last_path), state["skipped"],
+                           state["nonfinite"])
     started = time.monotonic()
     last_save = started
     model.train()
@@ -147,14 +155,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             loss = loss_sum * (weight * world.size / max(global_tokens, 1))
             optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
-            if not stepper.step(loss):  # a non-finite loss or gradient: skipped; count it
-                state["nonfinite"] += 1
-                state["skipped"] += 1
-                if state["nonfinite"] >= cfg.runtime.max_nonfinite:
-                    raise FloatingPointError(f"{state['nonfinite']} non-finite steps in a row; last good "
-                                             f"checkpoint kept at {last_path}")
-            else:
-                state["nonfinite"] = 0
+            guard.record(stepper.step(loss))  # a non-finite loss or gradient: skipped and counted
+            state.update(guard.counts())
             loss = loss.detach() / world.size  # this rank's share of the global batch's mean loss
             scheduler.step()
             state["step"] += 1

@@ -113,11 +113,16 @@ class Stepper:
 
 class NonfiniteGuard:
     """Counts the steps a Stepper skipped; `limit` of them in a row raise FloatingPointError
-    (`N non-finite WHAT steps in a row; last good checkpoint kept at PATH`)."""
+    (`N non-finite WHAT steps in a row; last good checkpoint kept at PATH`). A resumed stage passes
+    the counts its checkpoint kept (see `counts`)."""
 
-    def __init__(self, limit: int, what: str, checkpoint: str = ""):
+    def __init__(self, limit: int, what: str, checkpoint: str = "", skipped: int = 0, in_a_row: int = 0):
         self.limit, self.what, self.checkpoint = limit, what, checkpoint
-        self.skipped = self.in_a_row = 0
+        self.skipped, self.in_a_row = skipped, in_a_row
+
+    def counts(self) -> dict:
+        """The counts as a stage's checkpoint state keeps them."""
+        return {"skipped": self.skipped, "nonfinite": self.in_a_row}
 
     def record(self, stepped: bool) -> bool:
         """Note one step's outcome; returns `stepped`."""
