@@ -88,9 +88,10 @@ def cmd_chat(ctx: Ctx) -> dict:
 
 def cmd_oracle(ctx: Ctx) -> dict:
     from seqgan.oracle.experiment import run_oracle
+    from seqgan.training.signals import StopFlag
 
-    with ctx.run.lock():
-        return run_oracle(ctx.cfg, ctx.run)
+    with ctx.run.lock(), StopFlag() as stop:
+        return run_oracle(ctx.cfg, ctx.run, stop)
 
 
 def cmd_plot(ctx: Ctx) -> dict:

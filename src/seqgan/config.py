@@ -161,6 +161,9 @@ class OracleConfig:
     adv_d_epochs: int = 3
     rollouts: int = 16
     rollout_update: float = 0.8
+    # the generator step's loss: sum over the batch's tokens (the original), or row_mean (each
+    # sequence's sum averaged over rows, 1/batch_size of it, as the dialogue objective)
+    pg_loss: str = "sum"
     eval_every: int = 5
 
 
@@ -216,6 +219,7 @@ CHOICES = {
     "adversarial.best_metric": ("valid_ppl", "distinct_2", "fooling_rate"),
     "oracle.generator": ("lstm", "transformer"),
     "oracle.discriminator": ("cnn", "transformer"),
+    "oracle.pg_loss": ("sum", "row_mean"),
     "eval.split": ("train", "valid", "test"),
     "runtime.device": ("auto", "cpu", "cuda", "mps"),
     "runtime.precision": ("fp32", "bf16", "fp16"),

@@ -3,12 +3,14 @@ the skipping of non-finite steps."""
 
 import copy
 import json
+import signal
 
 import numpy as np
 import pytest
 import torch
 from support import run_cli
 
+import seqgan.oracle.experiment as experiment
 from seqgan.config import load_config
 from seqgan.oracle.experiment import discriminator_for, generator_for, generator_step, mle_epoch
 from seqgan.rundir import RunDir
@@ -35,6 +37,29 @@ def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
     wa = torch.load(RunDir(a).checkpoint("oracle", "last"), weights_only=True)["model"]
     wb = torch.load(RunDir(b).checkpoint("oracle", "last"), weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_ends_the_round_in_progress_saves_and_the_resumed_run_matches(tmp_path, capsys, monkeypatch):
+    rounds = ("oracle.adv_rounds=3",)
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", tmp_path / "whole", *rounds, "--json") == 0
+    whole = json.loads(capsys.readouterr().out)
+    real = experiment.generator_step
+
+    def step(*args, **kwargs):  # SIGTERM arrives during the first adversarial round
+        signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "generator_step", step)
+    run = tmp_path / "stopped"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, *rounds) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("seqgan oracle: stopped: SIGTERM received: checkpoint saved to ")
+    assert err[-1].endswith("; run the same command to resume")
+    assert torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)["state"]["adv_round"] == 1
+    monkeypatch.setattr(experiment, "generator_step", real)
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, *rounds, "--json") == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["complete"] and resumed["curve"] == whole["curve"]
 
 
 def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
@@ -104,3 +129,34 @@ def test_a_non_finite_generator_step_is_reported_and_not_taken():
     rewards, stepped = generator_step(gen, rollout, *args)
     assert torch.isnan(rewards).all() and not stepped
     assert all(torch.equal(before[k], v) for k, v in gen.state_dict().items())
+
+
+class _KeepGradient(torch.optim.Optimizer):
+    """Takes no step; keeps the (clipped) gradient it was given."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+
+    def step(self, closure=None):
+        self.gradient = torch.cat([p.grad.flatten() for group in self.param_groups for p in group["params"]])
+
+
+@pytest.mark.parametrize("clip", [1e9, 1e-3])
+def test_the_generator_step_sums_the_policy_gradient_over_the_batch_as_the_original(clip):
+    """pg_loss=sum: the step's gradient is batch_size times the row mean's, and the clipping acts
+    on that sum (with a small clip both gradients end up the same)."""
+    cfg, gen, _ = _tiny_models()
+    o = cfg.oracle
+    disc = discriminator_for(cfg).eval()
+    gradient = {}
+    for pg_loss in ("sum", "row_mean"):
+        opt = _KeepGradient(gen.parameters())
+        generator_step(gen, copy.deepcopy(gen), discriminator_reward(disc), opt, o.batch_size, o.seq_len, o.rollouts,
+                       clip, 64, torch.Generator().manual_seed(0), torch.device("cpu"), pg_loss=pg_loss)
+        gradient[pg_loss] = opt.gradient
+    if clip > 1:
+        assert gradient["row_mean"].norm() > 1e-4
+        torch.testing.assert_close(gradient["sum"], o.batch_size * gradient["row_mean"])
+    else:
+        assert gradient["row_mean"].norm().item() == pytest.approx(clip, rel=1e-2)
+        torch.testing.assert_close(gradient["sum"], gradient["row_mean"])

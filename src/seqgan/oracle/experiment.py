@@ -46,6 +46,7 @@ from seqgan.training.policy import (
     token_log_probs,
 )
 from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
+from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
 PAPER = {"mle": 9.038, "seqgan": 8.736, "original_code_final": 8.683}
 STAGE = "oracle"
@@ -120,10 +121,12 @@ def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torc
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
                    seq_len: int, rollouts: int, grad_clip: float, chunk_rows: int, g: torch.Generator,
-                   device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, bool]:
+                   device: torch.device, precision: str = "fp32", pg_loss: str = "sum") -> tuple[torch.Tensor, bool]:
     """One adversarial generator step: a batch of samples, Monte-Carlo rollout rewards under D,
     policy gradient without a baseline (as the original), its forward under `precision`'s
-    autocast (sampling and rollouts stay fp32). Returns the rewards (B, T) and whether the step
+    autocast (sampling and rollouts stay fp32). `pg_loss="sum"` sums -log G(y_t) * Q_t over the
+    batch's tokens as the original does, so its gradient is batch_size times the row mean's and
+    the clipping at `grad_clip` acts on that sum. Returns the rewards (B, T) and whether the step
     was taken (False: a non-finite loss or gradient, skipped)."""
     seqs = sample_generator(gen, batch_size, seq_len, batch_size, g).to(device)  # (B, T)
     rewards = rollout_rewards(rollout, reward, None, None, seqs, rollouts, max_len=seq_len, bos_id=0, eos_id=None,
@@ -134,7 +137,9 @@ def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.
     stepper = Stepper(opt, gen, grad_clip, device, precision)
     with stepper.autocast():
         logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
-    loss = policy_gradient_loss(logp, adv, mask)
+    loss = policy_gradient_loss(logp, adv, mask)  # the row mean
+    if pg_loss == "sum":
+        loss = loss * len(seqs)
     opt.zero_grad(set_to_none=True)
     stepper.backward(loss)
     return rewards, stepper.step(loss)
@@ -148,8 +153,10 @@ def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
     return dtrain.DExamples([empty] * (n_r + n_f), responses, labels)
 
 
-def run_oracle(cfg: Config, run: RunDir) -> dict:
-    """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve."""
+def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
+    """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve.
+    After `stop` is requested (SIGINT/SIGTERM), the epoch or round in progress ends, is saved, and
+    Interrupted is raised."""
     o = cfg.oracle
     device = setup(cfg.runtime)
     if cfg.runtime.tensorboard:
@@ -197,6 +204,11 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
                         discriminator=disc.state_dict(), optimizer=g_opt.state_dict(), d_optimizer=d_opt.state_dict(),
                         adv_optimizer=adv_opt.state_dict(), state=dict(state), rng=rng_state(g), **extra)
 
+    def save_and_check() -> None:
+        save()
+        if stop is not None and stop.requested:
+            raise Interrupted(signal_name(stop), str(path))
+
     def evaluate(phase: str, index: int) -> float:
         samples = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
         nll = nll_oracle(oracle, samples.to(device), start_token=0, batch_size=1024)
@@ -228,7 +240,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         bar.update(1)
         state["seconds"]["mle"] += time.monotonic() - t0
         t0 = time.monotonic()
-        save()
+        save_and_check()
     bar.close()
     mle_nll = next((c["nll_oracle"] for c in reversed(state["curve"]) if c["phase"] == "mle"), math.nan)
 
@@ -245,7 +257,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         bar.set_postfix(d_acc=f"{fit['accuracy']:.3f}")
         state["seconds"]["d_pretrain"] += time.monotonic() - t0
         t0 = time.monotonic()
-        save()
+        save_and_check()
     bar.close()
 
     # 3. Adversarial rounds: 1 g-step (rollout rewards, policy gradient), rollout update, D steps
@@ -260,7 +272,8 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
             rollout = copy.deepcopy(gen)
         disc.eval()
         rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
-                                          o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision)
+                                          o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision,
+                                          o.pg_loss)
         state["skipped_steps"] += not g_guard.record(stepped)
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
@@ -275,7 +288,7 @@ def run_oracle(cfg: Config, run: RunDir) -> dict:
         bar.set_postfix(reward=f"{float(rewards.mean()):.3f}", d_acc=f"{fit.get('accuracy', math.nan):.3f}")
         state["seconds"]["adversarial"] += time.monotonic() - t0
         t0 = time.monotonic()
-        save()
+        save_and_check()
     bar.close()
     state["complete"] = state["adv_round"] >= o.adv_rounds
     save()
