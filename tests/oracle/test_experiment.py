@@ -14,7 +14,7 @@ import seqgan.oracle.experiment as experiment
 from seqgan.config import load_config
 from seqgan.oracle.experiment import discriminator_for, generator_for, generator_step, mle_epoch
 from seqgan.rundir import RunDir
-from seqgan.training.optim import adam
+from seqgan.training.optim import NonfiniteGuard, adam
 from seqgan.training.rollout import discriminator_reward
 
 
@@ -109,6 +109,30 @@ def test_a_non_finite_mle_step_is_skipped_and_too_many_in_a_row_stop():
     with pytest.raises(FloatingPointError, match="3 non-finite MLE steps in a row"):
         mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
                   max_nonfinite=3)
+    # one guard for every epoch: its count in a row goes on from one epoch into the next
+    guard = NonfiniteGuard(6, "MLE")
+    assert mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
+                     guard=guard) == 4
+    with pytest.raises(FloatingPointError, match="6 non-finite MLE steps in a row"):
+        mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
+                  guard=guard)
+
+
+def test_the_count_of_non_finite_generator_steps_in_a_row_survives_a_resume(tmp_path, capsys, monkeypatch):
+    def step(gen, rollout, reward, opt, batch_size, seq_len, *args):  # every generator step is non-finite
+        return torch.zeros(batch_size, seq_len), False
+
+    monkeypatch.setattr(experiment, "generator_step", step)
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["skipped_steps"] == 2
+    state = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)["state"]
+    assert state["nonfinite"] == {"mle": 0, "discriminator": 0, "generator": 2}
+    # one more round with a limit of 3: the resumed count makes it the third in a row
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=3",
+                   "runtime.max_nonfinite=3") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("seqgan oracle: stopped: 3 non-finite generator steps in a row; last good checkpoint")
 
 
 def test_a_non_finite_generator_step_is_reported_and_not_taken():

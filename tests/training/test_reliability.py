@@ -11,6 +11,7 @@ import torch
 from support import run_cli
 
 import seqgan.training.adversarial as adversarial
+import seqgan.training.discriminator as dtrain
 import seqgan.training.mle as mle
 from seqgan import rundir as rundir_module
 from seqgan.config import from_dict
@@ -93,6 +94,36 @@ def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survive
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 non-finite adversarial generator steps in a row; last good checkpoint kept" in err[0]
     assert torch.load(run.checkpoint("adversarial", "last"), weights_only=True)["state"]["step"] == 4
+
+
+@pytest.mark.parametrize("command, stage, key, more, what", [
+    (("pretrain", "discriminator"), "discriminator", "nonfinite", "discriminator.rounds=2", "discriminator"),
+    (("train",), "adversarial", "d_nonfinite", "adversarial.steps=5", "adversarial discriminator"),
+], ids=["pretraining", "adversarial"])
+def test_discriminator_steps_count_non_finite_steps_in_a_row_across_rounds_and_a_resume(
+        tiny_run, tmp_path, monkeypatch, capsys, command, stage, key, more, what):
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root) == 0
+    if stage == "adversarial":
+        assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
+    real, bad = dtrain.d_logits, [True]
+
+    def logits(*args, **kwargs):  # NaN in training steps only (validation and rewards run without grad)
+        z = real(*args, **kwargs)
+        return z * float("nan") if bad[0] and torch.is_grad_enabled() else z
+
+    monkeypatch.setattr(dtrain, "d_logits", logits)
+    # every discriminator step of the first round (or of all 4 adversarial steps) is non-finite
+    first = ("discriminator.rounds=1",) if stage == "discriminator" else ()
+    assert run_cli(*command, "--run-dir", run.root, "runtime.max_nonfinite=100000", *first) == 0
+    state = torch.load(run.checkpoint(stage, "last"), weights_only=True)["state"]
+    n = state[key]
+    assert n > 1 and state[key.replace("nonfinite", "skipped")] == n
+    # resumed with a limit of n + 1: only the count the checkpoint kept makes the next step trip it
+    capsys.readouterr()
+    assert run_cli(*command, "--run-dir", run.root, more, f"runtime.max_nonfinite={n + 1}") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{n + 1} non-finite {what} steps in a row; last good checkpoint kept" in err[0]
 
 
 def test_discriminator_stops_after_nonfinite_steps_in_a_row():

@@ -88,13 +88,15 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
 
 def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
               rng: np.random.Generator, device: torch.device, precision: str = "fp32",
-              max_nonfinite: int = 10, checkpoint: str = "") -> int:
+              max_nonfinite: int = 10, checkpoint: str = "", guard: NonfiniteGuard | None = None) -> int:
     """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order, the forward
-    under `precision`'s autocast. Returns the number of skipped non-finite steps;
-    `max_nonfinite` of them in a row raise FloatingPointError."""
+    under `precision`'s autocast. Returns the number of non-finite steps it skipped;
+    `max_nonfinite` of them in a row raise FloatingPointError (pass one `guard` to every epoch
+    for the count in a row to span them)."""
     gen.train()
     stepper = Stepper(opt, gen, grad_clip, device, precision)
-    guard = NonfiniteGuard(max_nonfinite, "MLE", checkpoint)
+    guard = guard or NonfiniteGuard(max_nonfinite, "MLE", checkpoint)
+    skipped_before = guard.skipped
     perm = rng.permutation(len(real))
     for s in range(0, len(real), batch_size):
         x = real[perm[s : s + batch_size]].to(device)  # (B, T)
@@ -104,19 +106,21 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
         opt.zero_grad(set_to_none=True)
         stepper.backward(loss)
         guard.record(stepper.step(loss))
-    return guard.skipped
+    return guard.skipped - skipped_before
 
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
                          epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
-                         max_nonfinite: int = 10, precision: str = "fp32", checkpoint: str = "") -> dict:
+                         max_nonfinite: int = 10, precision: str = "fp32", checkpoint: str = "",
+                         guard: NonfiniteGuard | None = None) -> dict:
     """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
     the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
     clipping (the original has none)."""
     dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
-                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision, checkpoint=checkpoint)
+                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision, checkpoint=checkpoint,
+                               guard=guard)
 
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
@@ -183,7 +187,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     rollout = None
     g = torch.Generator().manual_seed(seed + 1)
     state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False, "skipped_steps": 0,
-             "seconds": {"mle": 0.0, "d_pretrain": 0.0, "adversarial": 0.0}}
+             "nonfinite": {}, "seconds": {"mle": 0.0, "d_pretrain": 0.0, "adversarial": 0.0}}
     path = run.checkpoint(STAGE, "last")
     if path.exists():
         ckpt = load_checkpoint(path)
@@ -198,7 +202,12 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
 
+    # one guard per kind of step for the whole run: its count in a row spans epochs, rounds and resumes
+    guards = {k: NonfiniteGuard(cfg.runtime.max_nonfinite, what, str(path), in_a_row=state["nonfinite"].get(k, 0))
+              for k, what in (("mle", "MLE"), ("discriminator", "discriminator"), ("generator", "generator"))}
+
     def save() -> None:
+        state["nonfinite"] = {k: guard.in_a_row for k, guard in guards.items()}
         extra = {"rollout": rollout.state_dict()} if rollout is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=None, model=gen.state_dict(),
                         discriminator=disc.state_dict(), optimizer=g_opt.state_dict(), d_optimizer=d_opt.state_dict(),
@@ -222,8 +231,8 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
 
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
-        fit = discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, cfg.runtime.max_nonfinite,
-                                   precision, str(path))
+        fit = discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, precision=precision,
+                                   checkpoint=str(path), guard=guards["discriminator"])
         state["skipped_steps"] += fit["skipped_steps"]
         return fit
 
@@ -233,7 +242,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     while state["epoch"] < o.mle_epochs:
         state["skipped_steps"] += mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip,
                                             np.random.default_rng([seed, 1, state["epoch"]]), device, precision,
-                                            cfg.runtime.max_nonfinite, str(path))
+                                            guard=guards["mle"])
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
@@ -265,7 +274,6 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     bar = tqdm(total=o.adv_rounds, initial=state["adv_round"], desc="oracle: adversarial", disable=not progress,
                leave=False)
     reward = discriminator_reward(disc)
-    g_guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "generator", str(path))
     while state["adv_round"] < o.adv_rounds:
         r = state["adv_round"]
         if rollout is None:  # the rollout policy starts as a copy of the pretrained generator
@@ -274,7 +282,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
                                           o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision,
                                           o.pg_loss)
-        state["skipped_steps"] += not g_guard.record(stepped)
+        state["skipped_steps"] += not guards["generator"].record(stepped)
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
         update_rollout_policy(rollout, gen, o.rollout_update)

@@ -187,7 +187,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     g_optimizer = adam(gen.parameters(), a.lr)
     stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
-    state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0}
+    state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0,
+             "d_nonfinite": 0, "d_skipped": 0}
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
@@ -207,6 +208,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             return {"stage": "adversarial", **state, "already_complete": True}
 
     def save(path) -> None:
+        state.update(guard.counts(), **d_guard.counts("d_"))
         extra = {"reference": ref.state_dict()} if ref is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
                         rollout=rollout.state_dict(), discriminator=disc.state_dict(),
@@ -223,6 +225,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     d_ddp = world.wrap(disc)
     guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial generator", str(last_path), state["skipped"],
                            state["nonfinite"])
+    d_guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial discriminator", str(last_path),
+                             state["d_skipped"], state["d_nonfinite"])
     started = last_save = time.monotonic()
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
                disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
@@ -242,7 +246,6 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             g_optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
             stepped = guard.record(stepper.step(loss))  # a non-finite loss or gradient: skipped and counted
-            state.update(guard.counts())
             if not stepped:
                 continue
             if a.objective == "seqgan":
@@ -256,7 +259,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
                                         checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite,
-                                        ddp=d_ddp, precision=cfg.runtime.precision)
+                                        ddp=d_ddp, precision=cfg.runtime.precision, guard=d_guard)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)

@@ -101,11 +101,13 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
                  checkpoint: str = "", max_nonfinite: int = 10, ddp: nn.Module | None = None,
-                 precision: str = "fp32") -> dict:
-    """k epochs of BCE-with-logits over balanced batches; returns mean loss and accuracy.
+                 precision: str = "fp32", guard: NonfiniteGuard | None = None) -> dict:
+    """k epochs of BCE-with-logits over balanced batches; returns mean loss, accuracy and the
+    number of steps skipped in this call.
 
     A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
-    a row raise FloatingPointError (the last checkpoint on disk stays the last good one).
+    a row raise FloatingPointError (the last checkpoint on disk stays the last good one). A stage
+    that calls this repeatedly passes its own `guard`, so the count in a row spans the calls.
     `ddp`: `disc` wrapped by `World.wrap` (once per stage); each rank then takes a share of every
     batch. `extra_loss` gets the plain module.
     """
@@ -113,7 +115,8 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     model = ddp if ddp is not None else disc
     model.train()
     stepper = Stepper(optimizer, disc, dc.grad_clip, device, precision)
-    guard = NonfiniteGuard(max_nonfinite, "discriminator", checkpoint)
+    guard = guard or NonfiniteGuard(max_nonfinite, "discriminator", checkpoint)
+    skipped_before = guard.skipped
     total_loss, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng):
@@ -142,7 +145,8 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                 bar.update(1)
                 bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     total_loss, correct, seen = world.sum(total_loss, correct, seen)
-    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "skipped_steps": guard.skipped}
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+            "skipped_steps": guard.skipped - skipped_before}
 
 
 @torch.no_grad()
@@ -177,7 +181,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     valid = PairDataset.load(run.split_path("valid"))
     disc = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size)).to(device)
     optimizer = make_adamw(disc, dc.lr, dc.weight_decay)
-    state = {"round": 0, "best_auc": -1.0, "complete": False}
+    state = {"round": 0, "best_auc": -1.0, "complete": False, "nonfinite": 0, "skipped": 0}
     g = torch.Generator(device="cpu").manual_seed(cfg.runtime.seed + 17)
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
@@ -192,6 +196,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
             return {"stage": "pretrain_discriminator", **state, "already_complete": True}
 
     def save(path) -> None:
+        state.update(guard.counts())
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=disc.state_dict(),
                         optimizer=optimizer.state_dict(), state=dict(state), rng=rng_state(g),
                         model_config=to_dict(discriminator_config(cfg, tokenizer.vocab_size)))
@@ -205,6 +210,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
 
     result = {}
     ddp = distributed.current().wrap(disc)
+    guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "discriminator", str(last_path), state["skipped"],
+                           state["nonfinite"])
     while state["round"] < dc.rounds:
         started = time.monotonic()
         rng = np.random.default_rng([cfg.runtime.seed, state["round"]])
@@ -216,9 +223,10 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         steps = dc.epochs_per_round * math.ceil(len(ex) / dc.batch_size)
         bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
+        guard.checkpoint = f"{last_path} (round {state['round']})"
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
-                           checkpoint=f"{last_path} (round {state['round']})", max_nonfinite=cfg.runtime.max_nonfinite,
-                           ddp=ddp, precision=cfg.runtime.precision)
+                           checkpoint=guard.checkpoint, max_nonfinite=cfg.runtime.max_nonfinite,
+                           ddp=ddp, precision=cfg.runtime.precision, guard=guard)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1

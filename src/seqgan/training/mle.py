@@ -125,6 +125,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             return _summary(state, model, run, resumed=True)
 
     def save(path) -> None:
+        state.update(guard.counts())
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
                         amp=stepper.state_dict(), rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
@@ -156,7 +157,6 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
             guard.record(stepper.step(loss))  # a non-finite loss or gradient: skipped and counted
-            state.update(guard.counts())
             loss = loss.detach() / world.size  # this rank's share of the global batch's mean loss
             scheduler.step()
             state["step"] += 1

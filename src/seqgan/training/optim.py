@@ -120,9 +120,9 @@ class NonfiniteGuard:
         self.limit, self.what, self.checkpoint = limit, what, checkpoint
         self.skipped, self.in_a_row = skipped, in_a_row
 
-    def counts(self) -> dict:
-        """The counts as a stage's checkpoint state keeps them."""
-        return {"skipped": self.skipped, "nonfinite": self.in_a_row}
+    def counts(self, prefix: str = "") -> dict:
+        """The counts as a stage's checkpoint state keeps them (`prefix` tells two guards apart)."""
+        return {f"{prefix}skipped": self.skipped, f"{prefix}nonfinite": self.in_a_row}
 
     def record(self, stepped: bool) -> bool:
         """Note one step's outcome; returns `stepped`."""
