@@ -110,3 +110,16 @@ def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():
     records.append({"stage": "oracle", "phase": "mle", "index": 20, "nll_oracle": 9.1})
     records.append({"stage": "oracle", "phase": "adversarial", "index": 20, "nll_oracle": float("nan")})
     assert _series(records, "oracle", "index", "nll_oracle", "adversarial") == ([0, 5, 10, 15], [9.0, 8.9, 8.7, 8.6])
+
+
+def test_the_oracle_plot_puts_the_adversarial_rounds_after_the_mle_epochs(tmp_path, capsys):
+    from seqgan.plot import oracle_timeline
+
+    run = tmp_path / "oracle"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run) == 0  # 4 MLE epochs, 2 rounds
+    assert run_cli("plot", "--run-dir", run, "--json") == 0
+    assert [p.rsplit("/", 1)[-1] for p in json.loads(capsys.readouterr().out)["plots"]] == ["oracle_nll.png"]
+    records = RunDir(run).read_metrics()
+    (mle_x, _, _), (adv_x, adv_y, _) = oracle_timeline(records, 4)[0]
+    assert mle_x == [0, 2, 3] and adv_x == [4, 5] and len(adv_y) == 2
+    assert oracle_timeline(records, None)[1] == 4  # without the config: one past the last MLE epoch

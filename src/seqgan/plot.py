@@ -40,6 +40,16 @@ def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None =
     return xs, [points[k] for k in xs]
 
 
+def oracle_timeline(records: list[dict], mle_epochs: int | None) -> tuple[list, int]:
+    """NLL-oracle on one axis of generator epochs, as the paper's figure draws it: MLE epoch e at
+    x = e, adversarial round r at x = mle_epochs + r. Returns the two series and the x where the
+    adversarial rounds start (`mle_epochs`, or one past the last MLE point logged)."""
+    mle = _series(records, "oracle", "index", "nll_oracle", "mle")
+    adv = _series(records, "oracle", "index", "nll_oracle", "adversarial")
+    start = mle_epochs if mle_epochs is not None else (mle[0][-1] + 1 if mle[0] else 0)
+    return [(*mle, "MLE"), ([start + r for r in adv[0]], adv[1], "SeqGAN")], start
+
+
 def plot_run(run: RunDir) -> dict:
     """Write one PNG per panel that has data; return their paths."""
     import matplotlib
@@ -54,7 +64,7 @@ def plot_run(run: RunDir) -> dict:
     written: list[str] = []
 
     def panel(name: str, title: str, series: list[tuple[list, list, str]], refs: list[tuple[float, str]],
-              xlabel: str) -> None:
+              xlabel: str, marks: tuple[tuple[float, str], ...] = ()) -> None:
         series = [s for s in series if s[0]]
         if not series:
             return
@@ -64,6 +74,9 @@ def plot_run(run: RunDir) -> dict:
         for yv, label in refs:
             ax.axhline(yv, linestyle="--", linewidth=1, color="gray")
             ax.text(ax.get_xlim()[0], yv, f" {label}", va="bottom", fontsize=8, color="gray")
+        for xv, label in marks:
+            ax.axvline(xv, linestyle=":", linewidth=1, color="gray")
+            ax.text(xv, ax.get_ylim()[1], f" {label}", va="top", fontsize=8, color="gray")
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -77,9 +90,11 @@ def plot_run(run: RunDir) -> dict:
     for name, title, specs, refs in PANELS:
         series = [(*_series(records, st, x, y), label) for st, x, y, label in specs]
         panel(name, title, series, refs, specs[0][1])
-    oracle = [(*_series(records, "oracle", "index", "nll_oracle", "mle"), "MLE (epoch)"),
-              (*_series(records, "oracle", "index", "nll_oracle", "adversarial"), "SeqGAN (round)")]
-    panel("oracle_nll.png", "NLL-oracle", oracle, ORACLE_LINES, "epoch / adversarial round")
+    mle_epochs = ((run.read_config() or {}).get("oracle") or {}).get("mle_epochs")
+    oracle, start = oracle_timeline(records, mle_epochs)
+    marks = (((start, "adversarial rounds"),) if oracle[1][0] else ())
+    panel("oracle_nll.png", "NLL-oracle", oracle, ORACLE_LINES, "generator epoch (MLE, then adversarial rounds)",
+          marks)
     if not written:
         raise SeqGANError(f"{run.metrics_path} has no metrics to plot yet")
     return {"plots": written}
