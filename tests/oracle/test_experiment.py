@@ -3,6 +3,7 @@ the skipping of non-finite steps."""
 
 import copy
 import json
+import re
 import signal
 
 import numpy as np
@@ -21,7 +22,13 @@ from seqgan.training.rollout import discriminator_reward
 def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
     a = tmp_path / "a"
     assert run_cli("oracle", "--config", "tiny", "--run-dir", a, "--json") == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # every evaluation after the first says how long a unit took and what is left of the phase
+    assert re.search(r"^oracle mle 2: NLL-oracle \d\.\d{3} \(\d+\.\d s an epoch, about \d+\.\d s left in this "
+                     r"phase\)$", captured.err, re.M)
+    assert re.search(r"^oracle mle 3: NLL-oracle \d\.\d{3} \(\d+\.\d s an epoch\)$", captured.err, re.M)
+    assert re.search(r"^oracle adversarial 0: NLL-oracle \d\.\d{3}$", captured.err, re.M)
     assert set(out) >= {"oracle_self_nll", "mle_nll_oracle", "adversarial_nll_oracle", "curve"}
     phases = [c["phase"] for c in out["curve"]]
     assert "mle" in phases and "adversarial" in phases and out["complete"]
@@ -86,6 +93,10 @@ def test_a_diverging_discriminator_stops_the_oracle_with_exit_1_and_a_finite_che
     ckpt = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)
     assert ckpt["state"]["epoch"] == 4 and ckpt["state"]["d_round"] == 0  # the MLE phase's last save
     assert all(torch.isfinite(v).all() for v in ckpt["discriminator"].values())
+
+
+def test_durations_read_in_the_unit_that_suits_them():
+    assert [experiment._duration(s) for s in (0.26, 147, 900, 5400)] == ["0.3 s", "147 s", "15 min", "1.5 h"]
 
 
 def _tiny_models():

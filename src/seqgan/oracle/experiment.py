@@ -157,6 +157,15 @@ def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
     return dtrain.DExamples([empty] * (n_r + n_f), responses, labels)
 
 
+def _duration(seconds: float) -> str:
+    """0.26 -> '0.3 s', 147 -> '147 s', 900 -> '15 min', 5400 -> '1.5 h'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve.
     After `stop` is requested (SIGINT/SIGTERM), the epoch or round in progress ends, is saved, and
@@ -223,8 +232,22 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         nll = nll_oracle(oracle, samples.to(device), start_token=0, batch_size=1024)
         state["curve"].append({"phase": phase, "index": index, "nll_oracle": round(nll, 4)})
         run.log("oracle", phase=phase, index=index, nll_oracle=round(nll, 4))
-        tqdm.write(f"oracle {phase} {index}: NLL-oracle {nll:.3f}", file=sys.stderr)
+        tqdm.write(f"oracle {phase} {index}: NLL-oracle {nll:.3f}{_pace(phase, index)}", file=sys.stderr)
         return nll
+
+    def _pace(phase: str, index: int) -> str:
+        """How long an epoch or round has taken in this phase so far, and what that leaves. The
+        MLE evaluation follows its epoch; the adversarial one comes early in its round."""
+        if index == 0:
+            return ""
+        if phase == "mle":
+            each, left = state["seconds"]["mle"] / index, o.mle_epochs - index - 1
+            unit = "an epoch"
+        else:
+            each, left = state["seconds"]["adversarial"] / index, o.adv_rounds - index
+            unit = "a round"
+        rest = f", about {_duration(each * left)} left in this phase" if left > 0 else ""
+        return f" ({_duration(each)} {unit}{rest})"
 
     run.write_config(cfg)
     progress, precision = cfg.runtime.progress, cfg.runtime.precision
