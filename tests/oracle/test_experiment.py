@@ -69,6 +69,25 @@ def test_sigterm_ends_the_round_in_progress_saves_and_the_resumed_run_matches(tm
     assert resumed["complete"] and resumed["curve"] == whole["curve"]
 
 
+def test_a_resume_with_another_policy_gradient_loss_is_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.pg_loss=row_mean") == 0
+    capsys.readouterr()
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=3") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "were run with oracle.pg_loss=row_mean; resume with oracle.pg_loss=row_mean" in err[0]
+    assert torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)["state"]["adv_round"] == 2
+    # a checkpoint from before the setting existed counts as the row mean
+    path = RunDir(run).checkpoint("oracle", "last")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["oracle"]["pg_loss"]
+    torch.save(ckpt, path)
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=3") == 2
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=3", "oracle.pg_loss=row_mean",
+                   "--json") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["complete"]
+
+
 def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
     """`runtime.precision=bf16` reaches the oracle's training steps (the run differs from fp32) and
     MLE still learns; NLL-oracle is measured in fp32 either way."""

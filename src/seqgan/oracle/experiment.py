@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seqgan.config import Config, DiscriminatorTrainConfig, OracleConfig, to_dict
+from seqgan.errors import ConfigError
 from seqgan.models import build_discriminator, build_generator
 from seqgan.models.discriminator import DiscriminatorConfig
 from seqgan.models.generator import GeneratorConfig
@@ -210,6 +211,12 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
             load_model_state(rollout, ckpt["rollout"], path)
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
+        # checkpoints from before oracle.pg_loss existed were trained with the row mean
+        was = ckpt["config"].get("oracle", {}).get("pg_loss", "row_mean")
+        if state["adv_round"] > 0 and was != o.pg_loss:
+            raise ConfigError(f"the adversarial rounds in {run.root} were run with oracle.pg_loss={was}; resume "
+                              f"with oracle.pg_loss={was} (changing the loss mid-run mixes two protocols), or use "
+                              "another --run-dir")
 
     # one guard per kind of step for the whole run: its count in a row spans epochs, rounds and resumes
     guards = {k: NonfiniteGuard(cfg.runtime.max_nonfinite, what, str(path), in_a_row=state["nonfinite"].get(k, 0))
