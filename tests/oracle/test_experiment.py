@@ -134,11 +134,11 @@ def test_a_non_finite_mle_step_is_skipped_and_too_many_in_a_row_stop():
         next(gen.parameters()).fill_(float("nan"))
     before = {k: v.clone() for k, v in gen.state_dict().items()}
     assert mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
-                     max_nonfinite=5) == 4
+                     guard=NonfiniteGuard(5, "MLE")) == 4
     assert all(torch.equal(before[k].nan_to_num(), v.nan_to_num()) for k, v in gen.state_dict().items())
     with pytest.raises(FloatingPointError, match="3 non-finite MLE steps in a row"):
         mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),
-                  max_nonfinite=3)
+                  guard=NonfiniteGuard(3, "MLE"))
     # one guard for every epoch: its count in a row goes on from one epoch into the next
     guard = NonfiniteGuard(6, "MLE")
     assert mle_epoch(gen, opt, real, o.batch_size, o.grad_clip, np.random.default_rng(0), torch.device("cpu"),

@@ -18,6 +18,7 @@ from seqgan.config import from_dict
 from seqgan.data.tokenizer import Tokenizer
 from seqgan.rundir import RunDir, atomic_write_bytes
 from seqgan.training.discriminator import DExamples, train_epochs
+from seqgan.training.optim import NonfiniteGuard
 
 
 def _copy(tiny_run, dst) -> RunDir:
@@ -145,7 +146,7 @@ def test_discriminator_stops_after_nonfinite_steps_in_a_row():
     opt = torch.optim.SGD(disc.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="4 non-finite discriminator steps in a row"):
         train_epochs(NaNDisc(), opt, ex, 5, DiscriminatorTrainConfig(batch_size=8), torch.device("cpu"),
-                     np.random.default_rng(0), max_nonfinite=4)
+                     np.random.default_rng(0), guard=NonfiniteGuard(4, "discriminator"))
     assert torch.equal(disc.weight, weight)  # no bad step was applied
 
 

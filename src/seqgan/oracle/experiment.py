@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from seqgan.config import Config, DiscriminatorTrainConfig, OracleConfig, to_dict
+from seqgan.config import Config, DiscriminatorTrainConfig, OracleConfig, RuntimeConfig, to_dict
 from seqgan.errors import ConfigError
 from seqgan.models import build_discriminator, build_generator
 from seqgan.models.discriminator import DiscriminatorConfig
@@ -89,14 +89,14 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
 
 def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
               rng: np.random.Generator, device: torch.device, precision: str = "fp32",
-              max_nonfinite: int = 10, checkpoint: str = "", guard: NonfiniteGuard | None = None) -> int:
+              guard: NonfiniteGuard | None = None) -> int:
     """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order, the forward
-    under `precision`'s autocast. Returns the number of non-finite steps it skipped;
-    `max_nonfinite` of them in a row raise FloatingPointError (pass one `guard` to every epoch
-    for the count in a row to span them)."""
+    under `precision`'s autocast. Returns the number of non-finite steps it skipped; `guard` (by
+    default a fresh one with `runtime.max_nonfinite`'s default limit) raises FloatingPointError at
+    its limit in a row. Pass one guard to every epoch for the count in a row to span them."""
     gen.train()
     stepper = Stepper(opt, gen, grad_clip, device, precision)
-    guard = guard or NonfiniteGuard(max_nonfinite, "MLE", checkpoint)
+    guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "MLE")
     skipped_before = guard.skipped
     perm = rng.permutation(len(real))
     for s in range(0, len(real), batch_size):
@@ -112,16 +112,14 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
                          epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
-                         max_nonfinite: int = 10, precision: str = "fp32", checkpoint: str = "",
-                         guard: NonfiniteGuard | None = None) -> dict:
+                         precision: str = "fp32", checkpoint: str = "", guard: NonfiniteGuard | None = None) -> dict:
     """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
     the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
     clipping (the original has none)."""
     dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
-                               extra_loss=l2, max_nonfinite=max_nonfinite, precision=precision, checkpoint=checkpoint,
-                               guard=guard)
+                               extra_loss=l2, precision=precision, checkpoint=checkpoint, guard=guard)
 
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,

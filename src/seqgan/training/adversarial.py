@@ -258,8 +258,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
-                                        checkpoint=str(last_path), max_nonfinite=cfg.runtime.max_nonfinite,
-                                        ddp=d_ddp, precision=cfg.runtime.precision, guard=d_guard)
+                                        checkpoint=str(last_path), ddp=d_ddp, precision=cfg.runtime.precision,
+                                        guard=d_guard)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seqgan import distributed
-from seqgan.config import Config, DiscriminatorTrainConfig, to_dict
+from seqgan.config import Config, DiscriminatorTrainConfig, RuntimeConfig, to_dict
 from seqgan.data.dataset import PairDataset
 from seqgan.metrics.classifier import roc_auc
 from seqgan.models import build_discriminator
@@ -100,14 +100,15 @@ def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generat
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
-                 checkpoint: str = "", max_nonfinite: int = 10, ddp: nn.Module | None = None,
-                 precision: str = "fp32", guard: NonfiniteGuard | None = None) -> dict:
+                 checkpoint: str = "", ddp: nn.Module | None = None, precision: str = "fp32",
+                 guard: NonfiniteGuard | None = None) -> dict:
     """k epochs of BCE-with-logits over balanced batches; returns mean loss, accuracy and the
     number of steps skipped in this call.
 
-    A step with a non-finite loss or gradient is skipped and counted; `max_nonfinite` of them in
-    a row raise FloatingPointError (the last checkpoint on disk stays the last good one). A stage
-    that calls this repeatedly passes its own `guard`, so the count in a row spans the calls.
+    A step with a non-finite loss or gradient is skipped and counted by `guard` (by default a fresh
+    one with `runtime.max_nonfinite`'s default limit), which raises FloatingPointError at its limit
+    in a row; the last checkpoint on disk stays the last good one. A stage that calls this
+    repeatedly passes one guard to every call, so the count in a row spans the calls.
     `ddp`: `disc` wrapped by `World.wrap` (once per stage); each rank then takes a share of every
     batch. `extra_loss` gets the plain module.
     """
@@ -115,7 +116,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     model = ddp if ddp is not None else disc
     model.train()
     stepper = Stepper(optimizer, disc, dc.grad_clip, device, precision)
-    guard = guard or NonfiniteGuard(max_nonfinite, "discriminator", checkpoint)
+    guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "discriminator", checkpoint)
     skipped_before = guard.skipped
     total_loss, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
@@ -225,8 +226,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
         guard.checkpoint = f"{last_path} (round {state['round']})"
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
-                           checkpoint=guard.checkpoint, max_nonfinite=cfg.runtime.max_nonfinite,
-                           ddp=ddp, precision=cfg.runtime.precision, guard=guard)
+                           checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1
