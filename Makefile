@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup browser demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint clean
 
 setup: $(VENV)/.installed
 

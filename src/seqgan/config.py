@@ -93,6 +93,8 @@ class DiscriminatorTrainConfig:
     epochs_per_round: int = 1  # ... x 3 epochs
     pairs_per_round: int | None = 20000  # real pairs used per round (None = all)
     mismatch_share: float = 0.2  # share of negatives that are real responses to other contexts
+    # start D's token embeddings from the pretrained generator's (needs equal embed_dim)
+    init_embeddings: bool = False
     lr: float = 1e-4
     weight_decay: float = 0.01
     batch_size: int = 64
@@ -441,6 +443,10 @@ def validate(cfg: Config) -> None:
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")
+    d = cfg.model.discriminator
+    if cfg.discriminator.init_embeddings and d.embed_dim != g.embed_dim:
+        raise ConfigError(f"discriminator.init_embeddings: model.discriminator.embed_dim ({d.embed_dim}) must equal "
+                          f"model.generator.embed_dim ({g.embed_dim})")
     if not 0.0 <= cfg.discriminator.mismatch_share < 1.0:
         raise ConfigError("discriminator.mismatch_share: must be in [0, 1)")
     if cfg.sample.temperature < 0 or not 0 < cfg.sample.top_p <= 1 or cfg.sample.top_k < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from seqgan.models.discriminator import DiscriminatorConfig
@@ -32,3 +33,19 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     from seqgan.models.discriminator import TransformerDiscriminator
 
     return TransformerDiscriminator(cfg)
+
+
+def token_embedding(model: nn.Module) -> nn.Embedding:
+    """The input token table (vocab_size x embed_dim) of any generator or discriminator here."""
+    embed = model.embed
+    return embed if isinstance(embed, nn.Embedding) else embed.tok
+
+
+@torch.no_grad()
+def copy_token_embeddings(source: nn.Module, target: nn.Module) -> None:
+    """Start `target`'s token embeddings from `source`'s (e.g. a discriminator from the pretrained
+    generator, which already places tokens that are used alike near each other)."""
+    src, dst = token_embedding(source).weight, token_embedding(target).weight
+    if src.shape != dst.shape:
+        raise ValueError(f"token embeddings differ in shape: {tuple(src.shape)} and {tuple(dst.shape)}")
+    dst.copy_(src)

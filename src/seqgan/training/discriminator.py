@@ -21,7 +21,7 @@ from seqgan import distributed
 from seqgan.config import Config, DiscriminatorTrainConfig, RuntimeConfig, to_dict
 from seqgan.data.dataset import PairDataset
 from seqgan.metrics.classifier import roc_auc
-from seqgan.models import build_discriminator
+from seqgan.models import build_discriminator, copy_token_embeddings
 from seqgan.rundir import RunDir
 from seqgan.training.checkpoint import (
     load_checkpoint,
@@ -85,16 +85,34 @@ def d_logits(disc: nn.Module, contexts: list[np.ndarray], responses: list[np.nda
     return disc(src.to(device), src_mask.to(device), resp.to(device), resp_mask.to(device))  # (B,)
 
 
-def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle positives and negatives separately and interleave them half and half per batch."""
+def balanced_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     lengths: np.ndarray | None = None, window: int = 32) -> list[np.ndarray]:
+    """Shuffle positives and negatives separately and interleave them half and half per batch.
+
+    With `lengths` (a padded length per example), each run of `window` batches' worth of
+    positives, and of negatives, is ordered by length before it is cut into batches, so a batch
+    holds examples of similar length and pads little; the batches are shuffled as before. The
+    draws from `rng` are the same with or without it, and equal lengths leave the order as it was.
+    """
     pos = rng.permutation(np.nonzero(labels > 0.5)[0])
     neg = rng.permutation(np.nonzero(labels <= 0.5)[0])
     half = max(1, batch_size // 2)
     n = min(len(pos), len(neg))
-    batches = [np.concatenate([pos[i : i + half], neg[i : i + half]]) for i in range(0, n, half)]
+    if lengths is not None:
+        span = half * window
+        for side in (pos, neg):
+            for i in range(0, n, span):
+                chunk = side[i : min(i + span, n)]
+                side[i : i + len(chunk)] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    batches = [np.concatenate([pos[i : min(i + half, n)], neg[i : min(i + half, n)]]) for i in range(0, n, half)]
     rest = np.concatenate([pos[n:], neg[n:]])
     batches += [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def padded_lengths(ex: DExamples) -> np.ndarray:
+    """The length an example pads a batch to: the longer of its context and its response."""
+    return np.array([max(len(c), len(r)) for c, r in zip(ex.contexts, ex.responses, strict=True)])
 
 
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
@@ -119,8 +137,9 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "discriminator", checkpoint)
     skipped_before = guard.skipped
     total_loss, correct, seen = 0.0, 0, 0
+    lengths = padded_lengths(ex)
     for _ in range(epochs):
-        for idx in balanced_batches(ex.labels, dc.batch_size, rng):
+        for idx in balanced_batches(ex.labels, dc.batch_size, rng, lengths):
             if world.any(stop is not None and stop.requested)[0]:  # the round restarts from its checkpoint
                 raise Interrupted(signal_name(stop), checkpoint)
             local, weight = world.share(idx)
@@ -181,6 +200,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     train = PairDataset.load(run.split_path("train"))
     valid = PairDataset.load(run.split_path("valid"))
     disc = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size)).to(device)
+    if dc.init_embeddings:  # a resumed run loads its own below
+        copy_token_embeddings(gen, disc)
     optimizer = make_adamw(disc, dc.lr, dc.weight_decay)
     state = {"round": 0, "best_auc": -1.0, "complete": False, "nonfinite": 0, "skipped": 0}
     g = torch.Generator(device="cpu").manual_seed(cfg.runtime.seed + 17)
