@@ -46,6 +46,13 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+def one_line(err: str) -> str:
+    """The CLI's error output, asserted to be a single line (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def shared_dir() -> Path:
     """../shared beside the checkout (benchmark and test data; may be absent)."""
     return Path(__file__).resolve().parents[1].parent / "shared"

@@ -2,9 +2,11 @@
 
 import io
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-from support import dialogues, run_cli, write_jsonl
+from support import dialogues, one_line, run_cli, write_jsonl
 
 from seqgan.rundir import RunDir
 
@@ -51,25 +53,36 @@ def test_respond_json_and_checkpoint_choice(finished_run, capsys):
 
 def test_respond_errors_are_one_line(finished_run, tmp_path, capsys):
     assert run_cli("respond", "--run-dir", finished_run, "   ") == 2
-    assert "empty" in capsys.readouterr().err
+    assert "empty" in one_line(capsys.readouterr().err)
     assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", str(tmp_path / "nope.pt"), "hi") == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "checkpoint not found" in one_line(capsys.readouterr().err)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"random bytes, not a checkpoint")
     assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", str(bad), "hi") == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "not a readable checkpoint" in one_line(capsys.readouterr().err)
 
 
 def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
-    from seqgan.chat import chat_loop
+    from seqgan.chat import Responder, chat_loop
     from seqgan.config import from_dict
 
+    calls = []
+    real = Responder.respond
+
+    def spy(self, turns, opts):
+        calls.append((len(turns), opts.temperature))
+        return real(self, turns, opts)
+
+    monkeypatch.setattr(Responder, "respond", spy)
     r = RunDir(finished_run)
     cfg = from_dict(r.read_config())
     out = io.StringIO()
-    chat_loop(cfg, r, None, stdin=io.StringIO("hello\n/set temperature 0.5\nhow are you\n/reset\nhi\n/quit\n"), stdout=out)
+    lines = "hello\n/set temperature 0.5\nhow are you\n/reset\nhi\n/quit\nafter quit\n"
+    assert chat_loop(cfg, r, None, stdin=io.StringIO(lines), stdout=out) == {"turns": 3}
     text = out.getvalue()
-    assert text.count("bot> ") == 3 and "(new conversation)" in text
+    assert text.count("bot> ") == 3 and "(new conversation)" in text and "usage:" not in text
+    # the history grows by the reply and the next turn, /reset empties it, /set applies at once
+    assert calls == [(1, cfg.sample.temperature), (3, 0.5), (1, 0.5)]
 
 
 def test_evaluate_json_and_plot(finished_run, capsys):
@@ -93,12 +106,19 @@ def test_stage_without_prerequisite_names_the_command(tmp_path, capsys):
     assert "seqgan prepare" in capsys.readouterr().err
 
 
-def test_evaluate_compare_two_runs(finished_run, capsys):
-    assert run_cli("evaluate", "--compare", str(finished_run), str(finished_run), "--json") == 0
+def test_evaluate_compare_two_runs(finished_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(finished_run, other)
+    assert run_cli("evaluate", "--compare", str(finished_run), str(other), "--json") == 0
     captured = capsys.readouterr()
-    out = json.loads(captured.out)
-    assert list(out["runs"]) == [str(finished_run)]  # the same directory twice is one column set
-    assert "pretrained" in captured.err
+    runs = json.loads(captured.out)["runs"]
+    assert list(runs) == [str(finished_run), str(other)]
+    for d in (finished_run, other):
+        assert runs[str(d)] == json.loads((Path(d) / "eval.json").read_text())
+    assert "pretrained" in captured.err and str(other) in captured.err
+    # the same directory twice is one column set
+    assert run_cli("evaluate", "--compare", str(finished_run), str(finished_run), "--json") == 0
+    assert list(json.loads(capsys.readouterr().out)["runs"]) == [str(finished_run)]
     assert run_cli("evaluate", "--compare", "/nonexistent/run") == 2
 
 

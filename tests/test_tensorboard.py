@@ -4,7 +4,7 @@ import builtins
 import shutil
 
 import pytest
-from support import run_cli
+from support import one_line, run_cli
 
 from seqgan.rundir import RunDir
 
@@ -41,4 +41,4 @@ def test_missing_tensorboard_package_is_one_line_exit_2(tiny_run, tmp_path, monk
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     run = _copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.tensorboard=true") == 2
-    assert "pip install 'seqgan[tensorboard]'" in capsys.readouterr().err
+    assert "pip install 'seqgan[tensorboard]'" in one_line(capsys.readouterr().err)

@@ -1,7 +1,8 @@
 """Property-based tests: the corpus readers and the tokenizer path on arbitrary text and bytes.
 
-A reader either returns dialogues of clean, non-empty-whitespace-normalized turns or raises
-DataError (one clear line); it never raises anything else. Encoding never fails and gives ids
+A reader either returns dialogues of whitespace-normalized turns (a turn may be empty; `seqgan
+prepare` counts and skips those) or raises DataError (one clear line); it never raises anything
+else. Encoding never fails and gives ids
 in range; decoding any id sequence gives a string.
 """
 

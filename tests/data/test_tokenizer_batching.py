@@ -50,7 +50,10 @@ def test_batches_respect_budget_and_cover_every_index_once(tmp_path):
         assert len(b) == 1 or len(b) * lengths[b].max(0).sum() <= 120
     padded = sum(len(b) * lengths[b].max(0).sum() for b in batches)
     assert padded < 1.3 * lengths.sum()  # bucketing keeps padding small
-    assert len(token_budget_batches(lengths.sum(1), 120, shuffle=False)) > 0  # 1-D lengths work too
+    flat = lengths.sum(1)  # 1-D lengths: a batch costs rows x the longest row
+    batches_1d = token_budget_batches(flat, 120, shuffle=False)
+    assert sorted(np.concatenate(batches_1d).tolist()) == list(range(len(data)))
+    assert all(len(b) == 1 or len(b) * flat[b].max() <= 120 for b in batches_1d)
     assert [b.tolist() for b in token_budget_batches(lengths, 120, shuffle=True, seed=1)] == \
         [b.tolist() for b in batches]
     assert [b.tolist() for b in token_budget_batches(lengths, 120, shuffle=True, seed=2)] != \

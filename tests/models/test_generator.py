@@ -118,7 +118,7 @@ def test_start_and_step_reject_bad_use():
     gen.step(state, torch.full((4, 20), 5))
     with pytest.raises(ValueError, match="max_len"):
         gen.step(state, torch.full((4, 5), 5))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="vocab_size"):
         build_generator(GeneratorConfig())  # no vocabulary size
 
 

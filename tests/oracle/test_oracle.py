@@ -20,6 +20,8 @@ def test_oracle_sampling_is_seeded():
     a = sample_oracle(oracle, 64, 10, generator=torch.Generator().manual_seed(3), batch_size=16)
     b = sample_oracle(oracle, 64, 10, generator=torch.Generator().manual_seed(3), batch_size=16)
     assert torch.equal(a, b)
+    c = sample_oracle(oracle, 64, 10, generator=torch.Generator().manual_seed(4), batch_size=16)
+    assert not torch.equal(a, c)
 
 
 @pytest.mark.skipif(not PARAMS.exists(), reason=f"{PARAMS} not present")

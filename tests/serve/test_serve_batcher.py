@@ -146,9 +146,9 @@ def test_a_full_queue_refuses_and_close_fails_waiting_requests():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(Recorder(), max_batch_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_wait_ms"):
         MicroBatcher(Recorder(), max_wait_ms=-1)
 
 

@@ -158,7 +158,7 @@ def test_disk_full_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(rundir_module.os, "fsync", full)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         atomic_write_bytes(target, b"new contents" * 1000)
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
@@ -233,7 +233,7 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
     out = tmp_path / "exported"
     assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
-    assert sorted(p.name for p in out.iterdir()) >= ["config.json", "model.safetensors", "spm.model"]
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "spm.model"}
     cfg = from_dict(run.read_config())
     tok = Tokenizer.load(run.spm_model)
     ref, _ = load_generator(cfg, run, tok, torch.device("cpu"), "pretrained")
