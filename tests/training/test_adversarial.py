@@ -1,6 +1,7 @@
 """The adversarial objectives really move the generator: gradients exist, and a reward is learned."""
 
 import copy
+import shutil
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,19 @@ class EndsWithToken(nn.Module):
         last = (L - 2).clamp(min=0)  # the token before eos
         p_target = probs[torch.arange(len(L)), last, TARGET]
         return 6 * p_target - 3
+
+
+class ModeRecorder(EndsWithToken):
+    """EndsWithToken that records whether it was in training mode at each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.5)  # a D with dropout, as the real ones have
+        self.modes: list[bool] = []
+
+    def forward(self, ctx, ctx_mask, resp, resp_mask):
+        self.modes.append(self.training)
+        return super().forward(ctx, ctx_mask, resp, resp_mask)
 
 
 def toy_batch(n: int, g: torch.Generator) -> dict:
@@ -93,6 +107,18 @@ def test_seqgan_policy_gradient_learns_the_discriminators_preference():
     assert after > 0.6, (before, after)
 
 
+def test_rewards_and_penalties_score_with_the_discriminator_in_eval_mode():
+    gen = pretrained_generator()
+    g = torch.Generator().manual_seed(4)
+    batch = toy_batch(8, g)
+    batch["step"] = 0
+    for objective, estimator in (("seqgan", "reinforce"), ("penalty", "reinforce"), ("penalty", "gumbel")):
+        disc = ModeRecorder().train()  # as the d-steps leave it
+        cfg = config(objective=objective, estimator=estimator, rollouts=2)
+        g_step_loss(cfg, gen, gen, disc, None, batch, g, None)
+        assert disc.modes and not any(disc.modes), (objective, estimator, disc.modes)
+
+
 def test_penalty_estimators_give_the_generator_a_gradient_argmax_does_not():
     gen = pretrained_generator()
     disc = EndsWithToken()
@@ -131,3 +157,29 @@ def test_gumbel_penalty_learns_the_discriminators_preference():
         opt.step()
     after = target_rate(gen)
     assert after > before + 0.2, (before, after)
+
+
+def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monkeypatch):
+    from support import run_cli
+
+    from seqgan.training import adversarial
+
+    run = tmp_path / "r"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("metrics.jsonl", ".lock"))
+    assert run_cli("pretrain", "generator", "--run-dir", run, "pretrain.max_steps=3") == 0
+    assert run_cli("pretrain", "discriminator", "--run-dir", run, "discriminator.rounds=1") == 0
+    seen = []
+    real = adversarial.generate_responses
+
+    def spy(gen, contexts, opts, *args, **kwargs):
+        seen.append((len(contexts), opts.strategy, opts.temperature, opts.top_k, opts.max_len))
+        return real(gen, contexts, opts, *args, **kwargs)
+
+    monkeypatch.setattr(adversarial, "generate_responses", spy)
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=2", "adversarial.eval_every=100",
+                   "adversarial.max_len=6", "adversarial.temperature=0.7", "sample.max_len=20",
+                   "sample.top_k=5") == 0
+    d_steps = [s for s in seen if s[0] == 64]  # d_pairs: 64 in the tiny preset
+    assert d_steps == [(64, "sample", 0.7, 0, 6)] * 2  # the g-steps' policy, not `sample.*`
+    evaluation = [s for s in seen if s[0] != 64]
+    assert evaluation and all(s[3] == 5 and s[4] == 20 for s in evaluation)  # evaluation keeps `sample.*`

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seqgan import distributed
-from seqgan.config import Config, to_dict
+from seqgan.config import Config, SampleConfig, to_dict
 from seqgan.data.batching import collate
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -57,6 +58,17 @@ from seqgan.training.signals import Interrupted, StopFlag, signal_name
 STAGE = "adversarial"
 
 
+def policy_sampling(cfg: Config) -> SampleConfig:
+    """How the g-steps sample: plain sampling at adversarial.temperature, up to adversarial.max_len.
+
+    The d-steps' negatives are sampled the same way, so that D learns on the distribution whose
+    samples it then scores (cfg.sample, which may filter or cap differently, is for evaluation).
+    """
+    a = cfg.adversarial
+    return replace(cfg.sample, strategy="sample", temperature=a.temperature, top_k=0, top_p=1.0,
+                   max_len=a.max_len or cfg.sample.max_len)
+
+
 def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module, ref: nn.Module | None,
                 batch: dict, g: torch.Generator, running: float | None) -> tuple[torch.Tensor, dict, float | None]:
     """The generator's adversarial loss on one batch of contexts; returns (loss, stats, running baseline).
@@ -69,12 +81,13 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
     """
     a = cfg.adversarial
     world = distributed.current()
-    max_len = a.max_len or cfg.sample.max_len
+    max_len = policy_sampling(cfg).max_len
     src, src_mask = batch["src"], batch["src_mask"]
     B = src.shape[0]
     row_ids = batch.get("row_ids", torch.arange(B, device=src.device))
     row_scale = world.size * B / batch.get("rows", B)  # a mean over local rows -> this rank's share
     gen.eval()  # no dropout: the log-probs below must be those of the policy that samples
+    disc.eval()  # rewards and penalties come from D itself, not from a dropped-out D (d-steps set train mode)
     with torch.no_grad():
         seqs = sample(gen, src, src_mask, max_len=max_len, strategy="sample", temperature=a.temperature,
                       bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g, row_ids=row_ids)  # (B, T)
@@ -231,6 +244,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
                disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
     stop_reason = None
+    d_sampling = policy_sampling(cfg)
     while state["step"] < a.steps:
         t0 = time.monotonic()
         rng = np.random.default_rng([cfg.runtime.seed, 7, state["step"]])
@@ -254,7 +268,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         d_fit: dict = {}
         for k in range(a.d_steps):
             didx = rng.choice(len(train), size=min(a.d_pairs, len(train)), replace=False)
-            fakes = generate_responses(gen, contexts_of(train, didx), cfg.sample, device, g)
+            fakes = generate_responses(gen, contexts_of(train, didx), d_sampling, device, g)
             ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
