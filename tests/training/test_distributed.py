@@ -85,3 +85,20 @@ def test_two_processes_resume_a_one_process_checkpoint(tiny_run, tmp_path):
     torchrun("pretrain", "generator", "--run-dir", resumed.root, "pretrain.max_steps=8", "pretrain.epochs=1",
              "runtime.checkpoint_every=10000")
     assert_same_weights(full, resumed, "generator")
+
+
+def test_a_resumed_rank_keeps_a_stream_of_its_own(monkeypatch):
+    from seqgan import distributed
+    from seqgan.training.checkpoint import rng_state, set_rng_state
+
+    seed_everything(0)
+    saved = rng_state()
+    rank0_next = torch.rand(4)
+    draws = {}
+    for rank in (0, 1, 1, 2):
+        monkeypatch.setattr(distributed, "_current", distributed.World(rank=rank, size=3))
+        set_rng_state(saved)
+        draws.setdefault(rank, []).append(torch.rand(4))
+    assert torch.equal(draws[0][0], rank0_next)  # rank 0 (and one process) continues exactly
+    assert torch.equal(draws[1][0], draws[1][1])  # a rank's stream after a resume is reproducible
+    assert not torch.equal(draws[1][0], rank0_next) and not torch.equal(draws[1][0], draws[2][0])

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqgan import __version__
+from seqgan import __version__, distributed
 from seqgan.errors import CheckpointError
 from seqgan.rundir import atomic_write_bytes, main_process
+from seqgan.runtime import seed_everything
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
@@ -36,6 +37,13 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
 
 
 def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Restore the states saved by rng_state.
+
+    A checkpoint holds rank 0's local states (rank 0 alone writes). Every other rank of a
+    distributed run then reseeds its local streams (dropout) from that state and its rank, so the
+    ranks keep distinct streams after a resume, as they had before it; `generator` (the keyed
+    sampling noise, the same on every rank) is restored as saved.
+    """
     random.setstate(_py_state_from_list(state["python"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
@@ -44,6 +52,9 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
         generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    world = distributed.current()
+    if world.rank > 0:
+        seed_everything(distributed.per_rank_seed(int(torch.randint(0, 2**62, (1,))), world))
 
 
 def _py_state_to_list(s: tuple) -> list:
