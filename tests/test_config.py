@@ -59,6 +59,9 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     ("oracle.d_dropout=1", "oracle.d_dropout: must be in [0, 1), got 1"),
     ("oracle.adv_rounds=-1", "oracle.adv_rounds: must be zero or more, got -1"),
     ("oracle.grad_clip=0", "oracle.grad_clip: must be positive"),
+    ("adversarial.temperature=0", "adversarial.temperature: must be positive, got 0"),
+    ("adversarial.max_len=0", "adversarial.max_len: must be positive"),
+    ("adversarial.max_len=1000", "adversarial.max_len: must be positive and at most model.generator.max_len"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

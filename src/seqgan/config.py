@@ -419,8 +419,8 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
-    for key in ("pretrain.lr", "discriminator.lr", "adversarial.lr", "oracle.gen_lr", "oracle.d_lr",
-                "oracle.grad_clip", "oracle.gen_init_std"):
+    for key in ("pretrain.lr", "discriminator.lr", "adversarial.lr", "adversarial.temperature", "oracle.gen_lr",
+                "oracle.d_lr", "oracle.grad_clip", "oracle.gen_init_std"):
         if not flat[key] > 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
     for key in ("oracle.mle_epochs", "oracle.d_pretrain_rounds", "oracle.adv_rounds", "oracle.adv_d_steps",
@@ -440,6 +440,10 @@ def validate(cfg: Config) -> None:
     if g.arch == "transformer" and g.max_len < max(cfg.data.max_len, cfg.sample.max_len):
         raise ConfigError(f"model.generator.max_len ({g.max_len}) must be at least data.max_len "
                           f"({cfg.data.max_len}) and sample.max_len ({cfg.sample.max_len})")
+    a_len = cfg.adversarial.max_len
+    if a_len is not None and (a_len <= 0 or (g.arch == "transformer" and a_len > g.max_len)):
+        raise ConfigError(f"adversarial.max_len: must be positive and at most model.generator.max_len "
+                          f"({g.max_len}), got {a_len}")
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")

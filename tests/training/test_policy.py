@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from seqgan.training.policy import (
@@ -90,6 +91,14 @@ def test_conditional_gumbel_makes_hard_the_argmax_and_matches_unconditional_law(
     assert torch.equal(pert.argmax(-1), hard)
     # hard ~ softmax and perturbation | hard together are unconditional Gumbel(logits): E = logits + gamma
     assert torch.allclose(pert.mean(0), logits + EULER_GAMMA, atol=0.03)
+
+
+def test_conditional_gumbel_stays_finite_for_large_logits():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.tensor([[[150.0, -150.0, 0.0, 149.0]]])
+    pert = conditional_gumbel(logits, torch.tensor([[0]]), g)
+    assert torch.isfinite(pert).all() and pert.argmax(-1).item() == 0
+    assert pert[0, 0, 1] == pytest.approx(-150.0, abs=20)  # far below the top: its own Gumbel, not -inf
 
 
 def test_straight_through_gumbel_is_one_hot_forward_with_gradient():

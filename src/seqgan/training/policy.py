@@ -113,7 +113,7 @@ def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, generator: torc
 
     top = torch.logsumexp(logits, dim=-1, keepdim=True) + gumbel(logits.shape[:-1] + (1,), 1)  # (B, T, 1)
     others = logits + gumbel(logits.shape, 2)  # (B, T, V)
-    truncated = -torch.log(torch.exp(-top) + torch.exp(-others))  # each < top
+    truncated = -torch.logaddexp(-top, -others)  # -log(e^-top + e^-others): each < top, no overflow
     return truncated.scatter(-1, hard.unsqueeze(-1), top)
 
 
