@@ -5,9 +5,10 @@ policy complete y_1..y_t to full sequences; Q_t is the mean reward of the comple
 token's reward is the reward of Y itself. Rewards come back laid out (B, T): row b, position t-1
 holds Q for the prefix y_1..y_t of row b.
 
-The fast path encodes each context once, feeds every prefix to the decoder in one parallel call
-(filling its key/value cache) and samples all N x (rows alive at t) continuations together, in
-chunks of at most `chunk_rows` rows to bound memory. `naive_rollout_rewards` is the reference
+The fast path encodes each context once and feeds the sampled sequence to the decoder one token
+at a time, so that its key/value cache holds every prefix in turn (each token is fed once, for
+all rows); at each prefix the cache is copied N times and all N x (rows alive at t) continuations
+are sampled together, in chunks of at most `chunk_rows` rows to bound memory. `naive_rollout_rewards` is the reference
 implementations' way (a loop over positions and rollouts, re-running the decoder over the whole
 prefix for every token); it exists for tests and the benchmark.
 """
@@ -69,19 +70,20 @@ def rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Tensor | 
     was_training = policy.training
     policy.eval()
     inputs = torch.cat([torch.full((B, 1), bos_id, dtype=seqs.dtype, device=device), seqs], dim=1)  # (B, T+1)
-    base = policy.start(src, src_mask, batch_size=B)
+    base = policy.start(src, src_mask, batch_size=B)  # consumes bos, y_1, y_2, ... as t grows
     N = num_rollouts
     per_chunk = max(1, chunk_rows // N)  # sequences per chunk; each brings its N rollouts
     for t in range(1, T):
         alive = torch.nonzero(lengths > t).squeeze(1)  # rows whose token t-1 is not their last
         if alive.numel() == 0:
             break
+        next_logits = policy.step(base, inputs[:, base.length : t + 1])[:, -1]  # (B, V) after y_1..y_t
         for c in range(0, alive.numel(), per_chunk):
             part = alive[c : c + per_chunk]
             rep = part.repeat_interleave(N)  # (R,) each row N times
             j = torch.arange(N, device=device).repeat(len(part))  # (R,) rollout number
-            state = base.select(rep)
-            logits = policy.step(state, inputs[rep, : t + 1])[:, -1]  # (R, V) next-token logits
+            state = base.select(rep)  # a copy: the continuations do not touch base
+            logits = next_logits[rep]  # (R, V)
             cont = continue_sampling(policy, state, logits, max_len - t, temperature=temperature, top_k=top_k,
                                      top_p=top_p, eos_id=eos_id, pad_id=pad_id, noise=noise.select(rep).fork(j, t))
             full = torch.cat([seqs[rep, :t], cont], dim=1)  # (R, max_len)
