@@ -86,3 +86,35 @@ def test_the_code_never_calls_cuda_directly():
     offenders = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.cuda\(\s*\)", line)]
     assert offenders == []
+
+
+def test_fp16_discriminator_keeps_one_loss_scale_across_rounds_and_resumes(tiny_run, tmp_path, monkeypatch):
+    from seqgan.training import discriminator as dtrain
+
+    run = _copy(tiny_run, tmp_path / "fp16d")
+    fp16 = "runtime.precision=fp16"
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3", fp16) == 0
+    calls = []  # (stepper, its loss scale when the call starts)
+    real = dtrain.train_epochs
+
+    def spy(*args, stepper=None, **kwargs):
+        calls.append((stepper, None if stepper is None else stepper.scaler.get_scale()))
+        return real(*args, stepper=stepper, **kwargs)
+
+    monkeypatch.setattr(dtrain, "train_epochs", spy)
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root, "discriminator.rounds=2", fp16) == 0
+    # the resumed stage starts from the saved scale (set here to one a fresh scaler would not have)
+    path = run.checkpoint("discriminator", "last")
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["amp"]["scaler"]["scale"] == calls[-1][0].scaler.get_scale()
+    ckpt["amp"]["scaler"]["scale"] = 1024.0
+    torch.save(ckpt, path)
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root, "discriminator.rounds=3", fp16) == 0
+    assert run_cli("train", "--run-dir", run.root, "adversarial.steps=2", "adversarial.eval_every=100", fp16) == 0
+    steppers = [c[0] for c in calls]
+    # one Stepper (one GradScaler) per stage: 2 D-pretraining rounds, 1 resumed, 2 adversarial d-steps
+    assert len(calls) == 5 and None not in steppers
+    assert steppers[0] is steppers[1] and steppers[3] is steppers[4] and len({id(s) for s in steppers}) == 3
+    assert calls[2][1] == 1024.0
+    adv = torch.load(run.checkpoint("adversarial", "last"), weights_only=True)
+    assert adv["d_amp"]["scaler"]["scale"] == steppers[4].scaler.get_scale()

@@ -199,6 +199,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
     g_optimizer = adam(gen.parameters(), a.lr)
     stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision)
+    d_stepper = Stepper(d_optimizer, disc, cfg.discriminator.grad_clip, device, cfg.runtime.precision)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
     state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0,
              "d_nonfinite": 0, "d_skipped": 0}
@@ -213,6 +214,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         load_optimizer_state(g_optimizer, ckpt["optimizer"])
         load_optimizer_state(d_optimizer, ckpt["d_optimizer"])
         stepper.load_state_dict(ckpt.get("amp", {}))
+        d_stepper.load_state_dict(ckpt.get("d_amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
         if state["step"] < a.steps and state.get("reason") != "time budget":
@@ -226,7 +228,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
                         rollout=rollout.state_dict(), discriminator=disc.state_dict(),
                         optimizer=g_optimizer.state_dict(), d_optimizer=d_optimizer.state_dict(),
-                        state=dict(state), amp=stepper.state_dict(), rng=rng_state(g),
+                        state=dict(state), amp=stepper.state_dict(), d_amp=d_stepper.state_dict(), rng=rng_state(g),
                         model_config=to_dict(cfg.model.generator), **extra)
 
     vrng = np.random.default_rng(cfg.runtime.seed + 5)
@@ -273,7 +275,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
                                         checkpoint=str(last_path), ddp=d_ddp, precision=cfg.runtime.precision,
-                                        guard=d_guard)
+                                        guard=d_guard, stepper=d_stepper)
         state["step"] += 1
         samples_s = a.batch_size * a.g_steps / max(g_seconds, 1e-9)
         bar.update(1)

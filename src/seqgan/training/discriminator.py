@@ -119,9 +119,12 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
                  checkpoint: str = "", ddp: nn.Module | None = None, precision: str = "fp32",
-                 guard: NonfiniteGuard | None = None) -> dict:
+                 guard: NonfiniteGuard | None = None, stepper: Stepper | None = None) -> dict:
     """k epochs of BCE-with-logits over balanced batches; returns mean loss, accuracy and the
     number of steps skipped in this call.
+
+    `stepper`: a stage that calls this repeatedly passes one Stepper for `disc` to every call, so
+    that fp16's loss scale carries over (a fresh one starts at 2^16 and skips steps to find it).
 
     A step with a non-finite loss or gradient is skipped and counted by `guard` (by default a fresh
     one with `runtime.max_nonfinite`'s default limit), which raises FloatingPointError at its limit
@@ -133,7 +136,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     world = distributed.current()
     model = ddp if ddp is not None else disc
     model.train()
-    stepper = Stepper(optimizer, disc, dc.grad_clip, device, precision)
+    stepper = stepper or Stepper(optimizer, disc, dc.grad_clip, device, precision)
     guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "discriminator", checkpoint)
     skipped_before = guard.skipped
     total_loss, correct, seen = 0.0, 0, 0
@@ -203,6 +206,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     if dc.init_embeddings:  # a resumed run loads its own below
         copy_token_embeddings(gen, disc)
     optimizer = make_adamw(disc, dc.lr, dc.weight_decay)
+    stepper = Stepper(optimizer, disc, dc.grad_clip, device, cfg.runtime.precision)
     state = {"round": 0, "best_auc": -1.0, "complete": False, "nonfinite": 0, "skipped": 0}
     g = torch.Generator(device="cpu").manual_seed(cfg.runtime.seed + 17)
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
@@ -210,6 +214,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
         load_model_state(disc, ckpt["model"], last_path)
         load_optimizer_state(optimizer, ckpt["optimizer"])
+        stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
         if state["round"] < dc.rounds:
@@ -221,7 +226,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         state.update(guard.counts())
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=disc.state_dict(),
                         optimizer=optimizer.state_dict(), state=dict(state), rng=rng_state(g),
-                        model_config=to_dict(discriminator_config(cfg, tokenizer.vocab_size)))
+                        amp=stepper.state_dict(), model_config=to_dict(discriminator_config(cfg, tokenizer.vocab_size)))
 
     # A fixed validation set: valid pairs against negatives from the generator as it is now.
     vrng = np.random.default_rng(cfg.runtime.seed + 1)
@@ -247,7 +252,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
         guard.checkpoint = f"{last_path} (round {state['round']})"
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
-                           checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard)
+                           checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard,
+                           stepper=stepper)
         bar.close()
         result = evaluate(disc, vex, device)
         state["round"] += 1
