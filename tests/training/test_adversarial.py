@@ -183,3 +183,31 @@ def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monke
     assert d_steps == [(64, "sample", 0.7, 0, 6)] * 2  # the g-steps' policy, not `sample.*`
     evaluation = [s for s in seen if s[0] != 64]
     assert evaluation and all(s[3] == 5 and s[4] == 20 for s in evaluation)  # evaluation keeps `sample.*`
+
+
+def test_mle_mixing_counts_g_steps_not_rounds(tiny_run, tmp_path, monkeypatch):
+    from support import run_cli
+
+    from seqgan.training import adversarial
+
+    run = tmp_path / "r"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("metrics.jsonl", ".lock"))
+    assert run_cli("pretrain", "generator", "--run-dir", run, "pretrain.max_steps=3") == 0
+    assert run_cli("pretrain", "discriminator", "--run-dir", run, "discriminator.rounds=1") == 0
+    events = []
+    real_loss, real_pair = adversarial.g_step_loss, adversarial.real_pair_loss
+
+    def g_step(cfg, gen, rollout, disc, ref, batch, g, running):
+        events.append(batch["step"])
+        return real_loss(cfg, gen, rollout, disc, ref, batch, g, running)
+
+    def pair(*args, **kwargs):
+        events.append("mle")
+        return real_pair(*args, **kwargs)
+
+    monkeypatch.setattr(adversarial, "g_step_loss", g_step)
+    monkeypatch.setattr(adversarial, "real_pair_loss", pair)
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=2", "adversarial.g_steps=3",
+                   "adversarial.mle_every=2", "adversarial.eval_every=100") == 0
+    # 2 rounds x 3 g-steps numbered 0..5; the MLE term joins every second g-step
+    assert events == [0, "mle", 1, 2, "mle", 3, 4, "mle", 5]

@@ -251,11 +251,12 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         t0 = time.monotonic()
         rng = np.random.default_rng([cfg.runtime.seed, 7, state["step"]])
         stats: dict = {}
-        for _ in range(a.g_steps):
+        for i in range(a.g_steps):
             idx = rng.choice(len(train), size=min(a.batch_size, len(train)), replace=False)
             rows = world.part(np.arange(len(idx)))  # this rank's rows of the global batch
             batch = to_device(collate(train, idx[rows]), device)
-            batch.update(step=state["step"], rows=len(idx), row_offset=int(rows[0]) if len(rows) else 0,
+            # step: the g-step's number (mle_every counts g-steps)
+            batch.update(step=state["step"] * a.g_steps + i, rows=len(idx), row_offset=int(rows[0]) if len(rows) else 0,
                          row_ids=torch.as_tensor(rows, device=device))
             with stepper.autocast():
                 loss, stats, state["running"] = objective(cfg, rollout, disc, ref, batch, g, state["running"])
