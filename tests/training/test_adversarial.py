@@ -1,15 +1,19 @@
-"""The adversarial objectives really move the generator: gradients exist, and a reward is learned."""
+"""The adversarial objectives really move the generator (gradients exist, a reward is learned), and
+the stage scores with D in eval mode, samples its d-step negatives as the g-steps do and mixes MLE
+every `mle_every` g-steps."""
 
 import copy
 import shutil
 
 import torch
 import torch.nn.functional as F
+from support import run_cli
 from torch import nn
 
 from seqgan.config import Config
 from seqgan.models.generator import GeneratorConfig, TransformerGenerator
 from seqgan.models.sampling import sample
+from seqgan.training import adversarial
 from seqgan.training.adversarial import g_step_loss
 from seqgan.training.mle import mle_loss
 from seqgan.training.policy import sequence_lengths, shift_right
@@ -159,15 +163,17 @@ def test_gumbel_penalty_learns_the_discriminators_preference():
     assert after > before + 0.2, (before, after)
 
 
-def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monkeypatch):
-    from support import run_cli
-
-    from seqgan.training import adversarial
-
+def pretrained_run(tiny_run, tmp_path):
+    """A copy of the tiny run with a briefly pretrained generator and discriminator."""
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("metrics.jsonl", ".lock"))
     assert run_cli("pretrain", "generator", "--run-dir", run, "pretrain.max_steps=3") == 0
     assert run_cli("pretrain", "discriminator", "--run-dir", run, "discriminator.rounds=1") == 0
+    return run
+
+
+def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monkeypatch):
+    run = pretrained_run(tiny_run, tmp_path)
     seen = []
     real = adversarial.generate_responses
 
@@ -186,14 +192,7 @@ def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monke
 
 
 def test_mle_mixing_counts_g_steps_not_rounds(tiny_run, tmp_path, monkeypatch):
-    from support import run_cli
-
-    from seqgan.training import adversarial
-
-    run = tmp_path / "r"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("metrics.jsonl", ".lock"))
-    assert run_cli("pretrain", "generator", "--run-dir", run, "pretrain.max_steps=3") == 0
-    assert run_cli("pretrain", "discriminator", "--run-dir", run, "discriminator.rounds=1") == 0
+    run = pretrained_run(tiny_run, tmp_path)
     events = []
     real_loss, real_pair = adversarial.g_step_loss, adversarial.real_pair_loss
 
