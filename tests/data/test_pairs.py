@@ -1,6 +1,9 @@
+import pytest
+
 from seqgan.config import DataConfig
 from seqgan.data.corpora import Corpus
-from seqgan.data.pairs import build_splits, make_pairs
+from seqgan.data.pairs import build_splits, make_pairs, split_dialogues
+from seqgan.errors import DataError
 
 
 def test_n_utterances_give_n_minus_1_pairs():
@@ -33,6 +36,26 @@ def test_splits_are_by_dialogue_and_seeded():
     assert other["test"].contexts != splits["test"].contexts
 
 
+@pytest.mark.parametrize("n, split, sizes", [
+    (7168, [0.9, 0.05, 0.05], (6451, 358, 359)),  # the chitchat corpus: as before
+    (4, [0.9, 0.05, 0.05], (2, 1, 1)),  # rounding gave train all 4 and valid, test none
+    (10, [0.95, 0.05, 0.0], (9, 1, 0)),  # round(9.5) = 10 left valid empty
+    (24, [0.98, 0.01, 0.01], (22, 1, 1)),
+])
+def test_every_split_asked_for_keeps_a_dialogue(n, split, sizes):
+    out = split_dialogues(Corpus([["a", "b"]] * n), DataConfig(split=split), 0)
+    assert tuple(len(out[s]) for s in ("train", "valid", "test")) == sizes
+    assert sorted(out["train"] + out["valid"] + out["test"]) == list(range(n))
+
+
+def test_a_split_without_pairs_is_one_clear_error():
+    dialogs = [["a", "b"], ["c", "d"], ["e", "f"], ["g"]]  # the one-utterance dialogue gives no pair
+    # seed 0 splits them train [0, 2], valid [1], test [3]
+    with pytest.raises(DataError, match=r"the test split has no \(context, response\) pair \(1 of 4 dialogues"):
+        build_splits(Corpus(dialogs), DataConfig(), 0)
+    assert build_splits(Corpus(dialogs), DataConfig(), 2)[0]["test"].contexts == ["c"]  # train [2, 3]: fine
+
+
 def test_official_split_is_kept():
     dialogs = [["a", "b"], ["c", "d"], ["e", "f"]]
     splits, _, _ = build_splits(Corpus(dialogs, official_split=["test", "train", "valid"]), DataConfig(), 0)
@@ -42,7 +65,7 @@ def test_official_split_is_kept():
 def test_empty_and_overlong_utterances_are_counted_and_skipped():
     long = "x" * 200_000
     dialogs = [["a", "", "b", long, "c", "d"]] * 4
-    splits, skipped, _ = build_splits(Corpus(dialogs), DataConfig(split=[1.0, 0.0, 0.0]), 0)
+    splits, skipped, _ = build_splits(Corpus(dialogs), DataConfig(), 0)
     assert skipped["empty_utterances"] == 4 and skipped["long_utterances"] == 4
     # the dialogue is cut at the long utterance: no pair bridges it
     assert sorted(set(zip(splits["train"].contexts, splits["train"].responses, strict=False))) == [("a", "b"), ("c", "d")]

@@ -61,6 +61,8 @@ def _bad(tmp_path, name: str, content: bytes) -> str:
     ("jsonl", lambda t: _bad(t, "m.jsonl", b"{oops\n{\"x\": 1}\n"), "no valid JSONL line"),
     ("jsonl", lambda t: str(t), "is a directory"),
     ("dailydialog", lambda t: _bad(t, "l.txt", ("x" * 200_000 + " __eou__ y __eou__\n").encode()), "no (context, response) pair"),
+    ("jsonl", lambda t: _bad(t, "two.jsonl", b'{"dialogue": ["a", "b"]}\n{"dialogue": ["c", "d"]}\n'),
+     "the valid split has no (context, response) pair (0 of 2 dialogues"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, corpus, make, message):
     path = make(tmp_path)

@@ -68,8 +68,8 @@ def split_dialogues(corpus: Corpus, cfg: DataConfig, seed: int) -> dict[str, lis
     n_valid = int(round(cfg.split[1] * n))
     if cfg.split[1] > 0 and n_valid == 0 and n >= 3:
         n_valid = 1
-    if cfg.split[2] > 0 and n - n_train - n_valid == 0 and n >= 3:
-        n_train -= 1
+    # a split asked for keeps at least one dialogue (rounding must not hand train all of them)
+    n_train = min(n_train, n - n_valid - (1 if cfg.split[2] > 0 and n >= 3 else 0))
     if n_train <= 0:
         raise DataError(f"too few dialogues ({n}) to split")
     return {"train": sorted(order[:n_train].tolist()), "valid": sorted(order[n_train : n_train + n_valid].tolist()),
@@ -93,4 +93,9 @@ def build_splits(corpus: Corpus, cfg: DataConfig, seed: int) -> tuple[dict[str, 
     if not out["train"].contexts:
         raise DataError("the corpus gives no (context, response) pair for training: every dialogue has fewer "
                         "than two usable utterances")
+    for s in ("valid", "test"):
+        if not out[s].contexts:
+            raise DataError(f"the {s} split has no (context, response) pair ({len(by_split[s])} of {used} "
+                            f"dialogues, data.split={list(cfg.split)}): the stages pick their best checkpoints "
+                            "on valid and evaluate on test; use more dialogues or larger shares")
     return out, skipped, used

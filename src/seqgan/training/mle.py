@@ -84,7 +84,7 @@ def validation_nll(model: nn.Module, data: PairDataset, batch_tokens: int, devic
         tokens += int((target != PAD_ID).sum())
     model.train(was_training)
     total, tokens = world.sum(total, tokens)
-    return total / max(1, tokens)
+    return total / tokens if tokens else math.nan  # no tokens: no estimate (not a perfect 0)
 
 
 def generator_config(cfg: Config, vocab_size: int):
