@@ -53,14 +53,20 @@ def _content(ids: np.ndarray, eos_id: int = 3) -> list[int]:
 
 def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray],
                     device: torch.device, epochs: int = 3) -> float:
-    """Held-out accuracy of a fresh discriminator trained to separate real from generated responses."""
+    """Held-out accuracy of a fresh discriminator trained to separate real from generated responses.
+
+    The pairs are split in two by dialogue (as the data splits are): with context_turns=1 a real
+    response is the context of the next pair, which a split by pair would put on both sides.
+    """
     rng = np.random.default_rng(cfg.runtime.seed + 13)
     torch.manual_seed(cfg.runtime.seed + 13)
-    perm = rng.permutation(len(idx))
-    half = len(idx) // 2
-    if half < 2:
+    dialogues = data.dialogue_ids()[idx]
+    uniq = rng.permutation(np.unique(dialogues))
+    fit_d = uniq[: len(uniq) // 2]
+    in_fit = np.isin(dialogues, fit_d)
+    fit_i, test_i = np.nonzero(in_fit)[0], np.nonzero(~in_fit)[0]
+    if min(len(fit_i), len(test_i)) < 2:
         return math.nan
-    fit_i, test_i = perm[:half], perm[half:]
     model = build_discriminator(replace(cfg.model.discriminator, vocab_size=vocab_size)).to(device)
     opt = make_adamw(model, cfg.discriminator.lr * 3, cfg.discriminator.weight_decay)
     fit = dtrain.build_examples(data, idx[fit_i], [fakes[i] for i in fit_i], 0.0, rng)

@@ -78,3 +78,33 @@ def test_roc_auc_equals_pairwise_count_with_ties():
 def test_accuracy_and_fooling_rate():
     assert accuracy(np.array([1.0, -1.0]), np.array([-2.0, 3.0])) == 0.5
     assert fooling_rate(np.array([1.0, -1.0, 2.0, -3.0])) == 0.5
+
+
+def test_two_sample_test_holds_out_whole_dialogues(tiny_run, monkeypatch):
+    import torch
+
+    from seqgan import evaluate
+    from seqgan.config import from_dict
+    from seqgan.data.dataset import PairDataset
+    from seqgan.data.tokenizer import Tokenizer
+    from seqgan.rundir import RunDir
+
+    run = RunDir(tiny_run)
+    cfg = from_dict(run.read_config())
+    data = PairDataset.load(run.split_path("train"))
+    idx = np.arange(len(data))
+    halves = []
+    real = evaluate.dtrain.build_examples
+
+    def spy(d, i, fakes, share, rng):
+        halves.append(set(d.dialogue_ids()[i].tolist()))
+        return real(d, i, fakes, share, rng)
+
+    monkeypatch.setattr(evaluate.dtrain, "build_examples", spy)
+    fakes = [data.response(int(i))[::-1].copy() for i in idx]  # reversed responses as "generated"
+    vocab = Tokenizer.load(run.spm_model).vocab_size
+    acc = evaluate.two_sample_test(cfg, vocab, data, idx, fakes, torch.device("cpu"), epochs=1)
+    fit, test = halves
+    assert fit and test and not (fit & test)  # no dialogue on both sides
+    assert fit | test == set(data.dialogue_ids().tolist())
+    assert 0.0 <= acc <= 1.0
