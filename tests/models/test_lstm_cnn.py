@@ -141,3 +141,39 @@ def test_cnn_unfolded_convolution_equals_conv1d():
     for conv in d.convs:
         ref = F.relu(conv(x.transpose(1, 2))).amax(2)
         assert torch.allclose(d._conv_max(x, conv), ref, atol=1e-5)
+
+
+def test_lstm_has_one_trainable_bias_per_gate_as_the_original():
+    g = lstm(seed=2).init_normal_(0.1)
+    assert torch.equal(g.lstm.bias_hh_l0, torch.zeros_like(g.lstm.bias_hh_l0))
+    assert g.lstm.bias_ih_l0.std() > 0.05 and not g.lstm.bias_hh_l0.requires_grad
+    opt = torch.optim.Adam(g.parameters(), lr=0.01)
+    x = torch.randint(1, 30, (4, 6))
+    F.cross_entropy(g(None, None, x).flatten(0, 1), x.flatten()).backward()
+    opt.step()
+    assert torch.equal(g.lstm.bias_hh_l0, torch.zeros_like(g.lstm.bias_hh_l0))
+
+
+def test_cnn_has_the_originals_two_class_head_and_initialisation():
+    d = cnn(seed=4)
+    total = sum(d.config.num_filters)
+    assert d.out.weight.shape == (2, total)  # (fake, real) columns, as the original's W (total x 2)
+    x = torch.randint(0, 20, (6, 10))
+    m = torch.ones_like(x, dtype=torch.bool)
+    logit = d(None, None, x, m)
+    y = torch.tensor([0, 1, 1, 0, 1, 0])
+    # softmax cross-entropy over the two columns = BCE-with-logits on the returned difference
+    pooled = torch.cat([d._conv_max(d.embed(x), c) for c in d.convs], 1)
+    t, gate = d.highway(pooled).chunk(2, 1)
+    h = torch.sigmoid(gate) * F.relu(t) + (1 - torch.sigmoid(gate)) * pooled
+    scores = d.out(h)
+    assert torch.allclose(logit, scores[:, 1] - scores[:, 0], atol=1e-6)
+    assert torch.allclose(F.cross_entropy(scores, y), F.binary_cross_entropy_with_logits(logit, y.float()), atol=1e-6)
+    # tf.nn.l2_loss of W and b: both columns
+    assert torch.allclose(d.l2_penalty(), 0.5 * (d.out.weight.pow(2).sum() + d.out.bias.pow(2).sum()))
+    # N(0, 0.1) truncated at 2 std, biases 0.1; highway Glorot-uniform with no gate offset
+    for layer in [*d.convs, d.out]:
+        assert layer.weight.abs().max() <= 0.2 and torch.all(layer.bias == 0.1)
+    limit = (3.0 / total) ** 0.5
+    assert d.highway.weight.abs().max() <= limit and d.highway.bias.abs().max() <= limit
+    assert abs(d.highway.bias[total:].mean().item()) < limit / 2  # no -2 gate offset

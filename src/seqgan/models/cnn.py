@@ -1,9 +1,14 @@
 """The SeqGAN paper's CNN discriminator (Zhang & LeCun / Kim style): convolutions of several
-widths over the embedded sequence, max-over-time pooling, a highway layer, dropout, one logit.
+widths over the embedded sequence, max-over-time pooling, a highway layer, dropout, two classes.
 
-The original code has two output classes and a softmax; one logit with BCE-with-logits is the
-same model with one degree of freedom fewer. Its L2 term (l2_reg_lambda 0.2) applies to the
-output layer's weight and bias: `l2_penalty()` returns that sum of squares / 2 (tf.nn.l2_loss).
+As the original code: two output classes (fake, real) whose softmax cross-entropy equals
+BCE-with-logits on their difference, which `forward` returns as the one "real" logit; the two
+columns are kept as parameters because Adam and the L2 term (l2_reg_lambda 0.2 on the output
+layer's weight and bias, `l2_penalty()` = their sum of squares / 2 as tf.nn.l2_loss) act on
+each column, not on the difference. Initialisation as the original: embedding U(-1, 1);
+convolution and output weights N(0, 0.1) truncated at 2 std, their biases 0.1; the highway's
+weights and biases Glorot-uniform (tf.get_variable's default) and no extra gate bias (the
+original calls `highway(..., 1, 0)`).
 """
 
 from __future__ import annotations
@@ -30,15 +35,18 @@ class CNNDiscriminator(nn.Module):
         total = sum(cfg.num_filters)
         self.highway = nn.Linear(total, 2 * total)
         self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(total, 1)
+        self.out = nn.Linear(total, 2)  # columns: fake, real
         self.min_len = max(cfg.filter_sizes)
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, nn.Linear | nn.Conv1d):
-                    nn.init.trunc_normal_(m.weight, std=0.1)
-                    nn.init.constant_(m.bias, 0.1)
+            for m in [*self.convs, self.out]:
+                nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+                nn.init.constant_(m.bias, 0.1)
             nn.init.uniform_(self.embed.weight, -1.0, 1.0)
-            self.highway.bias[total:].fill_(-2.0)  # the gate starts mostly closed, as the original
+            # the transform and the gate are two (total x total) matrices with biases of `total`:
+            # Glorot-uniform limit sqrt(6 / (fan_in + fan_out)) = sqrt(3 / total) for each
+            limit = (3.0 / total) ** 0.5
+            nn.init.uniform_(self.highway.weight, -limit, limit)
+            nn.init.uniform_(self.highway.bias, -limit, limit)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -68,4 +76,5 @@ class CNNDiscriminator(nn.Module):
         transform, gate = self.highway(pooled).chunk(2, dim=1)
         g = torch.sigmoid(gate)
         h = g * F.relu(transform) + (1 - g) * pooled
-        return self.out(self.drop(h)).squeeze(-1)
+        scores = self.out(self.drop(h))  # (B, 2)
+        return scores[:, 1] - scores[:, 0]  # softmax over (fake, real) = sigmoid of this

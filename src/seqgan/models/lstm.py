@@ -37,6 +37,11 @@ class LSTMGenerator(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
+        # one bias per gate, as the original code: nn.LSTM's second bias (always the same gradient
+        # as the first, so under Adam the pair would move twice as fast) stays zero and fixed
+        with torch.no_grad():
+            self.lstm.bias_hh_l0.zero_()
+        self.lstm.bias_hh_l0.requires_grad_(False)
         self.out = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
 
     def num_parameters(self) -> int:
@@ -44,9 +49,11 @@ class LSTMGenerator(nn.Module):
 
     @torch.no_grad()
     def init_normal_(self, std: float) -> LSTMGenerator:
-        """Every parameter N(0, std), as the original code's generator (std 0.1)."""
+        """Every parameter N(0, std), as the original code's generator (std 0.1); the fixed zero
+        second bias stays zero."""
         for p in self.parameters():
-            p.normal_(0.0, std)
+            if p.requires_grad:
+                p.normal_(0.0, std)
         return self
 
     def forward(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -92,8 +99,7 @@ def load_oracle_params(path: str | Path) -> LSTMGenerator:
         model.embed.weight.copy_(a["embedding"])
         model.lstm.weight_ih_l0.copy_(torch.cat([a["Wi"], a["Wf"], a["Wc"], a["Wo_gate"]], dim=1).T)
         model.lstm.weight_hh_l0.copy_(torch.cat([a["Ui"], a["Uf"], a["Uc"], a["Uo_gate"]], dim=1).T)
-        model.lstm.bias_ih_l0.copy_(torch.cat([a["bi"], a["bf"], a["bc"], a["bo_gate"]]))
-        model.lstm.bias_hh_l0.zero_()
+        model.lstm.bias_ih_l0.copy_(torch.cat([a["bi"], a["bf"], a["bc"], a["bo_gate"]]))  # bias_hh: zero
         model.out.weight.copy_(a["W_out"].T)
         model.out.bias.copy_(a["b_out"])
     return model.eval()
