@@ -60,7 +60,7 @@ class PretrainConfig:
 
     epochs: int = 10
     max_steps: int | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # the stage's time budget over all its runs (None: none)
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
@@ -108,7 +108,7 @@ class AdversarialConfig:
     objective: str = "seqgan"  # seqgan | penalty
     estimator: str = "reinforce"  # penalty only: reinforce | gumbel
     steps: int = 100  # adversarial rounds (each: g_steps generator steps, then d_steps)
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # the stage's time budget over all its runs (None: none)
     g_steps: int = 1
     d_steps: int = 1  # SeqGAN: 5 x (fresh negatives, 3 epochs)
     d_epochs: int = 1

@@ -67,3 +67,30 @@ def test_run_lock_refuses_a_second_writer(tiny_run, tmp_path, capsys):
     with r.lock():
         assert run_cli("pretrain", "generator", "--run-dir", r.root) == 2
     assert "in use by another process" in capsys.readouterr().err
+
+
+def _last_state(run: RunDir, stage: str) -> dict:
+    return torch.load(run.checkpoint(stage, "last"), weights_only=True)["state"]
+
+
+def test_a_raised_time_budget_continues_a_stage_the_old_one_stopped(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path / "r")
+    tiny_budget = "pretrain.max_minutes=0.00001"  # 0.6 ms: the first step uses it up
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, tiny_budget) == 0
+    first = _last_state(run, "generator")
+    assert first["reason"] == "time budget" and first["step"] == 1 and first["seconds"] > 0.0006
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, tiny_budget) == 0  # nothing left of it
+    assert _last_state(run, "generator")["step"] == 1
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_minutes=null",
+                   "pretrain.max_steps=4") == 0  # no budget: on to max_steps
+    after = _last_state(run, "generator")
+    assert after["step"] == 4 and after["reason"] == "max_steps" and after["seconds"] > first["seconds"]
+
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root, "discriminator.rounds=1") == 0
+    tiny_budget = "adversarial.max_minutes=0.00001"
+    assert run_cli("train", "--run-dir", run.root, tiny_budget) == 0
+    assert _last_state(run, "adversarial")["step"] == 1
+    assert run_cli("train", "--run-dir", run.root, tiny_budget) == 0
+    assert _last_state(run, "adversarial")["step"] == 1
+    assert run_cli("train", "--run-dir", run.root, "adversarial.max_minutes=null", "adversarial.steps=3") == 0
+    assert _last_state(run, "adversarial")["step"] == 3

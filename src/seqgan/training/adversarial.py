@@ -40,7 +40,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses
-from seqgan.training.mle import mle_loss, to_device, validation_nll
+from seqgan.training.mle import budget_left, mle_loss, to_device, validation_nll
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
@@ -217,13 +217,14 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         d_stepper.load_state_dict(ckpt.get("d_amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
-        if state["step"] < a.steps and state.get("reason") != "time budget":
-            state["complete"] = False
+        if state["step"] < a.steps and (state.get("reason") != "time budget"
+                                        or budget_left(a.max_minutes, state.get("seconds", 0.0)) > 0):
+            state["complete"] = False  # more steps or a raised time budget: continue
         if state["complete"]:
             return {"stage": "adversarial", **state, "already_complete": True}
 
     def save(path) -> None:
-        state.update(guard.counts(), **d_guard.counts("d_"))
+        state.update(guard.counts(), **d_guard.counts("d_"), seconds=round(seconds_before + time.monotonic() - started, 3))
         extra = {"reference": ref.state_dict()} if ref is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
                         rollout=rollout.state_dict(), discriminator=disc.state_dict(),
@@ -243,6 +244,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     d_guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial discriminator", str(last_path),
                              state["d_skipped"], state["d_nonfinite"])
     started = last_save = time.monotonic()
+    seconds_before = state.get("seconds", 0.0)  # the stage's time in earlier runs
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
                disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
     stop_reason = None
@@ -288,7 +290,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                     d_loss=round(d_fit.get("loss", math.nan), 4), d_accuracy=round(d_fit.get("accuracy", math.nan), 4),
                     g_seconds=round(g_seconds, 2), samples_per_s=round(samples_s, 2))
         # budget and signals are decided together: every rank stops at the same step
-        over_time = a.max_minutes is not None and time.monotonic() - started >= 60 * a.max_minutes
+        over_time = budget_left(a.max_minutes, seconds_before + time.monotonic() - started) <= 0
         over_time, signalled = world.any(over_time, stop is not None and stop.requested)
         if over_time:
             stop_reason = "time budget"

@@ -87,6 +87,13 @@ def validation_nll(model: nn.Module, data: PairDataset, batch_tokens: int, devic
     return total / tokens if tokens else math.nan  # no tokens: no estimate (not a perfect 0)
 
 
+def budget_left(max_minutes: float | None, seconds_used: float) -> float:
+    """Seconds left of a stage's time budget: `max_minutes` counts the stage's time over all its
+    runs (a resumed stage goes on with what is left; a raised budget continues a stage that the
+    old one stopped); None: no budget."""
+    return math.inf if max_minutes is None else 60 * max_minutes - seconds_used
+
+
 def generator_config(cfg: Config, vocab_size: int):
     return replace(cfg.model.generator, vocab_size=vocab_size)
 
@@ -108,7 +115,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     stepper = Stepper(optimizer, model, p.grad_clip, device, cfg.runtime.precision)
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0,
-             "skipped": 0}
+             "skipped": 0, "seconds": 0.0}  # seconds: the stage's time so far, across resumes
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
@@ -119,20 +126,20 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"])
         if state["complete"] and state["epoch"] < p.epochs and (p.max_steps is None or state["step"] < p.max_steps) \
-                and state.get("reason") != "time budget":
+                and (state.get("reason") != "time budget" or budget_left(p.max_minutes, state["seconds"]) > 0):
             state["complete"] = False  # the budget was raised: continue
         if state["complete"]:
             return _summary(state, model, run, resumed=True)
 
     def save(path) -> None:
-        state.update(guard.counts())
+        state.update(guard.counts(), seconds=round(seconds_before + time.monotonic() - started, 3))
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
                         amp=stepper.state_dict(), rng=rng_state(), model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)))
 
     guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "generator MLE", str(last_path), state["skipped"],
                            state["nonfinite"])
-    started = time.monotonic()
+    started, seconds_before = time.monotonic(), state.get("seconds", 0.0)
     last_save = started
     model.train()
     ddp = world.wrap(model)  # the model itself in a single process
@@ -171,7 +178,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                         lr=scheduler.get_last_lr()[0], tokens_per_s=round(tps, 1))
                 window_tokens, window_start = 0, time.monotonic()
             # budget and signals are decided together: every rank stops at the same step
-            over_time = p.max_minutes is not None and time.monotonic() - started >= 60 * p.max_minutes
+            over_time = budget_left(p.max_minutes, seconds_before + time.monotonic() - started) <= 0
             over_time, signalled = world.any(over_time, stop is not None and stop.requested)
             if p.max_steps is not None and state["step"] >= p.max_steps:
                 stop_reason = "max_steps"
