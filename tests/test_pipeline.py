@@ -77,10 +77,13 @@ def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
     r = RunDir(finished_run)
     cfg = from_dict(r.read_config())
     out = io.StringIO()
-    lines = "hello\n/set temperature 0.5\nhow are you\n/reset\nhi\n/quit\nafter quit\n"
+    lines = ("hello\n/set temperature 0.5\n/set max_len 5000\n/set temperature nan\n/set num_beams 0\n"
+             "how are you\n/reset\nhi\n/quit\nafter quit\n")
     assert chat_loop(cfg, r, None, stdin=io.StringIO(lines), stdout=out) == {"turns": 3}
     text = out.getvalue()
     assert text.count("bot> ") == 3 and "(new conversation)" in text and "usage:" not in text
+    # out-of-range values are refused with a line, and the options stay as they were
+    assert text.count("(not set: ") == 3 and "max_len must be 1 to" in text and "temperature must be" in text
     # the history grows by the reply and the next turn, /reset empties it, /set applies at once
     assert calls == [(1, cfg.sample.temperature), (3, 0.5), (1, 0.5)]
 
@@ -143,3 +146,19 @@ def test_the_oracle_plot_puts_the_adversarial_rounds_after_the_mle_epochs(tmp_pa
     (mle_x, _, _), (adv_x, adv_y, _) = oracle_timeline(records, 4)[0]
     assert mle_x == [0, 2, 3] and adv_x == [4, 5] and len(adv_y) == 2
     assert oracle_timeline(records, None)[1] == 4  # without the config: one past the last MLE epoch
+
+
+def test_chat_contexts_lowercase_each_turn_as_training_does(finished_run):
+    from dataclasses import replace
+
+    from seqgan.chat import encode_context
+    from seqgan.config import from_dict
+    from seqgan.data.tokenizer import Tokenizer
+
+    r = RunDir(finished_run)
+    cfg = from_dict(r.read_config())
+    cfg.data = replace(cfg.data, lowercase=True, context_turns=2, context_separator=" <SEP> ")
+    tok = Tokenizer.load(r.spm_model)
+    ids = encode_context(tok, ["Hello THERE", "How are You"], cfg).tolist()
+    assert ids == tok.encode("hello there <SEP> how are you")[-cfg.data.max_len:]  # the separator keeps its case
+    assert ids != tok.encode("hello there <sep> how are you")[-cfg.data.max_len:]

@@ -18,6 +18,25 @@ from seqgan.rundir import RunDir
 from seqgan.runtime import setup
 
 MAX_INPUT_CHARS = 4000
+MAX_TEMPERATURE = 10.0
+MAX_TOP_K = 1_000_000
+MAX_BEAMS = 16
+
+
+def check_sample_options(opts: SampleConfig, longest: int) -> None:
+    """The limits the HTTP API enforces, for options set in `seqgan chat`; a SeqGANError names
+    the first one broken. `longest`: the generator's longest response (its positions)."""
+    checks = [
+        ("strategy", opts.strategy in ("greedy", "sample", "beam"), "greedy, sample or beam"),
+        ("temperature", 0.0 <= opts.temperature <= MAX_TEMPERATURE, f"a number from 0 to {MAX_TEMPERATURE:g}"),
+        ("top_k", 0 <= opts.top_k <= MAX_TOP_K, f"0 (off) to {MAX_TOP_K}"),
+        ("top_p", 0.0 < opts.top_p <= 1.0, "more than 0 and at most 1"),
+        ("num_beams", 1 <= opts.num_beams <= MAX_BEAMS, f"1 to {MAX_BEAMS}"),
+        ("max_len", 1 <= opts.max_len <= longest, f"1 to {longest} (the generator's longest response)"),
+    ]
+    for key, ok, allowed in checks:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise SeqGANError(f"{key} must be {allowed}, got {getattr(opts, key)!r}")
 
 
 def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
@@ -27,9 +46,9 @@ def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
         raise SeqGANError("the context is empty: say something")
     if any(len(t) > MAX_INPUT_CHARS for t in turns):
         raise SeqGANError(f"a turn is longer than {MAX_INPUT_CHARS} characters")
+    if cfg.data.lowercase:  # each turn, then the join, as training does (the separator keeps its case)
+        turns = [t.lower() for t in turns]
     text = cfg.data.context_separator.join(turns[-cfg.data.context_turns:])
-    if cfg.data.lowercase:
-        text = text.lower()
     ids = tokenizer.encode(text)[-cfg.data.max_len:]
     if not ids:  # e.g. only control characters, which normalization removes
         raise SeqGANError("the context is empty once normalized: say something with letters or digits")
@@ -111,9 +130,16 @@ def chat_loop(cfg: Config, run: RunDir, which: str | None, stdin=sys.stdin, stdo
             try:
                 key, value = parts[1], parts[2]
                 field = type(getattr(opts, key))
-                opts = replace(opts, **{key: field(value)})
+                new = replace(opts, **{key: field(value)})
             except (IndexError, AttributeError, ValueError, TypeError):
                 print(f"usage: /set KEY VALUE; {HELP}", file=stdout, flush=True)
+                continue
+            try:
+                check_sample_options(new, cfg.model.generator.max_len)
+            except SeqGANError as e:
+                print(f"(not set: {e})", file=stdout, flush=True)
+                continue
+            opts = new
             continue
         if line.startswith("/"):
             print(HELP, file=stdout, flush=True)

@@ -26,7 +26,7 @@ from seqgan import __version__
 from seqgan.artifacts import generator_path, load_generator, load_tokenizer
 from seqgan.config import Config
 from seqgan.data.tokenizer import Tokenizer
-from seqgan.errors import CheckpointError
+from seqgan.errors import CheckpointError, SeqGANError
 from seqgan.models import build_generator
 from seqgan.models.generator import GeneratorConfig
 from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text
@@ -42,11 +42,16 @@ def export_generator(cfg: Config, run: RunDir, which: str | None = None, out: st
     name, path = generator_path(run, which)
     model, _ = load_generator(cfg, run, tokenizer, torch.device("cpu"), which)
     out = Path(out) if out is not None else run.root / "export" / name
+    if out.exists() and not out.is_dir():
+        raise SeqGANError(f"--out {out} is a file; give a folder (it is created if missing)")
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "version": __version__,
         "generator": asdict(generator_config(cfg, tokenizer.vocab_size)),
+        # how contexts were built in training and the run's sampling defaults
+        "data": {k: getattr(cfg.data, k) for k in ("context_turns", "context_separator", "lowercase", "max_len")},
+        "sample": asdict(cfg.sample),
         "tokenizer_hash": tokenizer.hash,
         "source": str(path),
     }

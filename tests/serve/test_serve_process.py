@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -27,8 +28,8 @@ def test_serve_subprocess_round_trip(full_run, port, tmp_path):
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "seqgan", "serve", "--run-dir", str(full_run),
-                                 "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", "2"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                                 "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", "2", "--json"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         wait_healthy(proc, url)
         with httpx.Client(base_url=url, timeout=30.0) as http:
@@ -43,9 +44,13 @@ def test_serve_subprocess_round_trip(full_run, port, tmp_path):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            out, _ = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            out, _ = proc.communicate()
     assert f"seqgan serve: {url}" in log.read_text()
     assert "Traceback" not in log.read_text()
+    # SIGTERM: a graceful stop, exit 0, and --json prints the batching counters
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    stats = json.loads(out)
+    assert stats["url"] == url and stats["requests"] == 1

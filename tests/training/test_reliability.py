@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from support import run_cli
+from support import one_line, run_cli
 
 import seqgan.training.adversarial as adversarial
 import seqgan.training.discriminator as dtrain
@@ -243,6 +243,8 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
         assert torch.equal(tensors[k], v), k
     model, tok2, meta = load_exported(out)
     assert meta["tokenizer_hash"] == tok.hash and tok2.hash == tok.hash
+    # what a user needs to build contexts as training did, and the run's sampling defaults
+    assert meta["data"]["context_turns"] == cfg.data.context_turns and meta["sample"]["max_len"] == cfg.sample.max_len
     src = torch.tensor([tok.encode("hello there")])
     tgt = torch.tensor([[2, 5, 6, 7]])
     with torch.no_grad():
@@ -254,7 +256,10 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
 
     with pytest.raises(CheckpointError, match="not readable"):
         load_exported(out)
-    # nothing to export yet: one line, exit 2
+    # --out naming a file, or nothing to export yet: one line, exit 2
+    capsys.readouterr()
+    assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out / "config.json") == 2
+    assert "is a file" in one_line(capsys.readouterr().err)
     assert run_cli("export", "--run-dir", run.root, "--checkpoint", "adversarial") == 2
     assert "no adversarial generator yet" in capsys.readouterr().err
 

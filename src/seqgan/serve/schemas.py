@@ -12,9 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-MAX_TEMPERATURE = 10.0
-MAX_TOP_K = 1_000_000
-MAX_BEAMS = 16
+from seqgan.chat import (  # one set of limits for chat and the API
+    MAX_BEAMS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from collections.abc import Callable
 
 import uvicorn
@@ -36,8 +38,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+class _Stopped(Exception):
+    """SIGINT/SIGTERM after uvicorn's graceful shutdown (it raises the signal again once done)."""
+
+
+def _stopped(signum, frame) -> None:
+    raise _Stopped
+
+
 def serve(cfg: Config, run: RunDir, scfg: ServeConfig, say: Callable[..., None] = print) -> dict:
-    """Load the generators, listen, and serve until SIGINT/SIGTERM; return the batching counters."""
+    """Load the generators, listen, and serve until SIGINT/SIGTERM; return the batching counters.
+
+    uvicorn handles the signals while it runs (a graceful shutdown), then raises the signal again
+    for the handler it found; that handler is ours, so a stop ends here and returns the counters.
+    """
     app = create_app(cfg, run, scfg)
     sock = bind(scfg.host, scfg.port)
     url = url_of(sock)
@@ -46,8 +60,14 @@ def serve(cfg: Config, run: RunDir, scfg: ServeConfig, say: Callable[..., None] 
         f"batches of up to {scfg.max_batch_size}, {scfg.max_wait_ms:g} ms wait); Ctrl-C stops")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=5))
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _stopped) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         server.run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         sock.close()
     return {"url": url, **app.state.batcher.stats()}
