@@ -257,6 +257,8 @@ def make_context(args: argparse.Namespace) -> Ctx:
         run = RunDir(Path("runs") / Path(name).name)
     else:
         run = RunDir(args.run_dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise SeqGANError(f"--run-dir {run.root} is a file, not a run directory")
     stored = run.read_config()
     if args.config is None and stored is not None:
         cfg = C.from_dict(C.apply_overrides(stored, overrides))

@@ -351,7 +351,7 @@ def read_yaml(path: Path) -> dict:
 def resolve_preset(name_or_path: str) -> tuple[str, dict]:
     """Return (name, raw dict) for a preset name or a YAML path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():  # a folder named like a preset does not hide it
         if not path.is_file():
             raise ConfigError(f"config file not found: {name_or_path}")
         data = read_yaml(path)
@@ -414,7 +414,9 @@ def validate(cfg: Config) -> None:
         "discriminator.batch_size", "adversarial.batch_size", "adversarial.rollouts",
         "adversarial.rollout_chunk", "oracle.vocab_size", "oracle.seq_len", "oracle.batch_size",
         "oracle.num_samples", "oracle.rollouts", "oracle.embed_dim", "oracle.hidden_dim", "oracle.d_embed_dim",
-        "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs",
+        "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs", "runtime.checkpoint_every",
+        "pretrain.log_every", "discriminator.log_every", "adversarial.log_every", "adversarial.eval_every",
+        "adversarial.g_steps",
     ]
     for key in positive:
         if flat[key] <= 0:
@@ -457,6 +459,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("sample: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
     if cfg.tokenizer.vocab_size < 16:
         raise ConfigError("tokenizer.vocab_size: must be at least 16")
+    if not 0 <= cfg.runtime.seed < 2**32:
+        raise ConfigError(f"runtime.seed: must be from 0 to 2**32 - 1, got {cfg.runtime.seed}")
+    b = cfg.pretrain.betas
+    if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
+        raise ConfigError(f"pretrain.betas: two numbers in [0, 1), got {b}")
+    for key in ("pretrain.weight_decay", "discriminator.weight_decay"):
+        if not flat[key] >= 0:
+            raise ConfigError(f"{key}: must be zero or more, got {flat[key]}")
+    if len(d.filter_sizes) != len(d.num_filters):
+        raise ConfigError(f"model.discriminator.filter_sizes ({len(d.filter_sizes)}) and num_filters "
+                          f"({len(d.num_filters)}) must have the same length")
 
 
 def diff(a: dict, b: dict, sections: tuple[str, ...] | None = None) -> list[str]:

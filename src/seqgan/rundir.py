@@ -148,8 +148,13 @@ class RunDir:
         if not main_process():
             return rec
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, default=_json_default) + "\n")
+        line = json.dumps(rec, default=_json_default) + "\n"
+        with open(self.metrics_path, "a+b") as f:
+            if f.tell() > 0:  # a crash may have left a torn last line: do not glue this record to it
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode("utf-8"))
             f.flush()
         if self._tensorboard is not None:
             step = next((values[k] for k in ("step", "round", "epoch") if isinstance(values.get(k), int)), 0)

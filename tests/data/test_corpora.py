@@ -45,6 +45,20 @@ def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):
     assert "skipped 2 malformed" in capsys.readouterr().err
 
 
+def test_records_split_at_newlines_only_and_odd_json_is_a_bad_line(tmp_path, capsys):
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join([
+        json.dumps({"dialogue": ["one\u2028two", "three\x85four"]}, ensure_ascii=False),  # separators inside
+        "[" * 100_000 + "]" * 100_000,  # valid JSON nested too deep for the parser
+        '{"dialogue": [' + "9" * 5000 + "]}",  # an integer longer than Python converts
+    ]) + "\r\n", encoding="utf-8")
+    c = read_jsonl(p)
+    assert c.dialogues == [["one two", "three four"]] and c.skipped["bad_lines"] == 2
+    t = tmp_path / "c.tsv"
+    t.write_text("a\u2028b\tc\r\nd\te\n", encoding="utf-8")
+    assert read_tsv(t).dialogues == [["a b", "c"], ["d", "e"]]
+
+
 def test_tsv(tmp_path):
     p = tmp_path / "c.tsv"
     p.write_text("hi there\thello\nno tab here\nhow are you\tfine  thanks\n")

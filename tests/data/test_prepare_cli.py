@@ -113,6 +113,12 @@ def http_server():
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+            elif self.path == "/cut.zip":  # the connection closes before Content-Length bytes came
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+                self.close_connection = True
             else:
                 self.send_error(404)
 
@@ -142,6 +148,7 @@ def test_dailydialog_download_from_local_server(tmp_path, capsys, http_server):
 @pytest.mark.parametrize("path, extra, message", [
     ("/missing.zip", [], "HTTP 404"),
     ("/dd.zip", ["data.download_sha256=" + "0" * 64], "does not match"),
+    ("/cut.zip", [], "was cut off after"),
 ])
 def test_failed_download_is_one_line(tmp_path, capsys, http_server, path, extra, message):
     rc = prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.download_url={http_server}{path}",

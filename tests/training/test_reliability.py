@@ -202,6 +202,12 @@ def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path
     (("pretrain.epochs",), "unrecognized arguments"),
     (("--bogus-flag",), "unrecognized arguments"),
     (("pretrain.lr=-1",), "pretrain.lr"),
+    (("runtime.checkpoint_every=0",), "runtime.checkpoint_every: must be positive"),
+    (("pretrain.log_every=0",), "pretrain.log_every: must be positive"),
+    (("runtime.seed=-1",), "runtime.seed: must be from 0"),
+    (("pretrain.betas=[0.9]",), "pretrain.betas: two numbers"),
+    (("pretrain.weight_decay=-0.1",), "pretrain.weight_decay: must be zero or more"),
+    (("model.discriminator.filter_sizes=[1, 2]",), "must have the same length"),
 ])
 def test_invalid_overrides_are_one_line_exit_2(tiny_run, tmp_path, capsys, args, message):
     run = _copy(tiny_run, tmp_path / "r")
@@ -290,3 +296,48 @@ def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys,
     assert run_cli("pretrain", "generator", "--run-dir", run.root) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_a_signal_after_the_last_check_still_stops_the_command():
+    import signal
+
+    from seqgan.training.signals import Interrupted, StopFlag
+
+    with pytest.raises(Interrupted, match="SIGTERM received") as e:
+        with StopFlag() as stop:
+            stop._handle(signal.SIGTERM, None)  # as if it came during a stage's final validation
+    assert e.value.exit_code == 143
+    with StopFlag() as stop:  # no signal: nothing raised
+        pass
+    assert not stop.requested
+
+
+def test_run_dir_that_is_a_file_and_a_folder_named_like_a_preset(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert run_cli("pretrain", "generator", "--run-dir", f) == 2
+    assert "is a file, not a run directory" in one_line(capsys.readouterr().err)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # e.g. --run-dir tiny made by an earlier command
+    from seqgan.config import load_config
+
+    assert load_config("tiny").name == "tiny"
+
+
+def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.log("stage", a=1)
+    with open(run.metrics_path, "a") as f:
+        f.write('{"stage": "stage", "b"')  # a crash in the middle of a write
+    run.log("stage", c=3)
+    assert [r.get("a", r.get("c")) for r in run.read_metrics()] == [1, 3]
+
+
+def test_prepare_again_refuses_to_replace_data_under_checkpoints(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
+    before = run.spm_model.read_bytes()
+    capsys.readouterr()
+    assert run_cli("prepare", "--run-dir", run.root, "--seed", "7") == 2  # a new seed re-splits the data
+    assert "has checkpoints trained on its prepared data" in one_line(capsys.readouterr().err)
+    assert run.spm_model.read_bytes() == before and run.checkpoint("generator", "last").exists()

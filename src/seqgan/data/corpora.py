@@ -28,6 +28,12 @@ class Corpus:
     fingerprint: str = ""
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n only (a trailing \\r dropped): str.splitlines would also split inside a
+    record at U+2028, U+2029, \\x85 and other separators that JSON and TSV text may hold."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
 def normalize(text: str) -> str:
     return " ".join(text.split())
 
@@ -89,7 +95,7 @@ def parse_dailydialog(text: str, path: Path) -> list[list[str]]:
     if EOU not in text:
         raise DataError(f"{path}: no '{EOU}' separators found; is this a DailyDialog dialogues file?")
     dialogues = []
-    for line in text.splitlines():
+    for line in _lines(text):
         if not line.strip():
             continue
         parts = line.split(EOU)
@@ -139,12 +145,12 @@ def read_jsonl(path: Path) -> Corpus:
     """{"dialogue": [..]} or {"context": str | [..], "response": str} per line."""
     text = read_text(path)
     dialogues, bad = [], 0
-    for _n, line in enumerate(text.splitlines(), 1):
+    for _n, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # malformed, an over-long integer, or nested too deep
             bad += 1
             continue
         if isinstance(obj, dict) and "dialogue" in obj:
@@ -170,7 +176,7 @@ def read_tsv(path: Path) -> Corpus:
     """context<TAB>response per line; each line is a two-utterance dialogue."""
     text = read_text(path)
     dialogues, bad = [], 0
-    for line in text.splitlines():
+    for line in _lines(text):
         if not line.strip():
             continue
         parts = line.split("\t")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import shutil
 import sys
@@ -31,10 +32,13 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
                     bar.update(len(chunk))
     except urllib.error.HTTPError as e:
         raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", e) or type(e).__name__  # e.g. IncompleteRead: a cut-off transfer
         raise DataError(f"download of {url} failed: {reason}; give data.path=LOCAL_FOLDER instead") from None
     data = buf.getvalue()
+    if total is not None and len(data) < total:
+        raise DataError(f"download of {url} was cut off after {len(data):,} of {total:,} bytes; run the same "
+                        "command again, or give data.path=LOCAL_FOLDER")
     if sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
         if got != sha256.lower():

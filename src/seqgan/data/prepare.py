@@ -19,6 +19,7 @@ from seqgan.data.corpora import read_corpus
 from seqgan.data.dataset import encode_pairs, save_pairs
 from seqgan.data.pairs import SPLITS, build_splits
 from seqgan.data.tokenizer import train_tokenizer
+from seqgan.errors import DataError
 from seqgan.rundir import RunDir, atomic_write_text
 
 
@@ -50,6 +51,11 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
             run.write_config(cfg)
             return {**old["summary"], "reused": True}
+        checkpoints = sorted((run.root / "checkpoints").glob("*/*.pt"))
+        if old is not None and checkpoints and not force:
+            raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
+                            "again (the corpus, its settings or runtime.seed changed) would leave them unusable: "
+                            "use another --run-dir, or `seqgan prepare --force` to replace the data anyway")
         pairs, skipped, used = build_splits(corpus, cfg.data, cfg.runtime.seed)
         tmp = run.root / ".prepare.partial"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -46,7 +46,11 @@ class StopFlag:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type, *exc: object) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)  # type: ignore[arg-type]
         self._old.clear()
+        if exc_type is None and self.signame is not None:
+            # the signal came after the stage's last check (e.g. during its final validation): the
+            # stage finished and saved; stop here rather than let `seqgan run` start the next one
+            raise Interrupted(self.signame, "the run directory (the stage had finished)")
