@@ -105,3 +105,9 @@ def test_run_reads_its_own_config_when_no_preset_given(tiny_run):
 
     ctx = make_context(build_parser().parse_args(["evaluate", "--run-dir", str(tiny_run), "pretrain.lr=0.1"]))
     assert ctx.cfg.name == "tiny" and ctx.cfg.data.corpus == "jsonl" and ctx.cfg.pretrain.lr == 0.1
+
+
+def test_quoted_string_overrides_keep_their_spaces_and_lose_their_quotes():
+    cfg = C.load_config("tiny", ['data.context_separator=" | "', "tokenizer.model_type='unigram'"])
+    assert cfg.data.context_separator == " | " and cfg.tokenizer.model_type == "unigram"
+    assert C.load_config("tiny", ["data.context_separator=<sep>"]).data.context_separator == "<sep>"

@@ -242,7 +242,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if isinstance(value, _Override):
         if tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
                          and value.parsed is not None):
-            return str(value)
+            raw = str(value)
+            if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" and isinstance(value.parsed, str):
+                return value.parsed  # quoted: the text inside, spaces kept (key=" | ")
+            return raw
         value = value.parsed
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
