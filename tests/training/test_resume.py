@@ -94,3 +94,17 @@ def test_a_raised_time_budget_continues_a_stage_the_old_one_stopped(tiny_run, tm
     assert _last_state(run, "adversarial")["step"] == 1
     assert run_cli("train", "--run-dir", run.root, "adversarial.max_minutes=null", "adversarial.steps=3") == 0
     assert _last_state(run, "adversarial")["step"] == 3
+
+
+def test_discriminator_interrupted_in_its_first_round_says_nothing_was_saved(tiny_run, tmp_path):
+    from seqgan.artifacts import load_generator
+    from seqgan.training.discriminator import pretrain_discriminator
+
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
+    cfg = from_dict(run.read_config())
+    tok = Tokenizer.load(run.spm_model)
+    gen, _ = load_generator(cfg, run, tok, torch.device("cpu"), "pretrained")
+    with pytest.raises(Interrupted, match=r"nothing saved yet \(the stage starts over\)"):
+        pretrain_discriminator(cfg, run, torch.device("cpu"), tok, gen, stop=StopAfter(1))
+    assert not run.checkpoint("discriminator", "last").exists()

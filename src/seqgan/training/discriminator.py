@@ -144,7 +144,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     for _ in range(epochs):
         for idx in balanced_batches(ex.labels, dc.batch_size, rng, lengths):
             if world.any(stop is not None and stop.requested)[0]:  # the round restarts from its checkpoint
-                raise Interrupted(signal_name(stop), checkpoint)
+                raise Interrupted(signal_name(stop), checkpoint or None)
             local, weight = world.share(idx)
             y = torch.as_tensor(ex.labels[local], device=device)
             with stepper.autocast():
@@ -250,7 +250,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         steps = dc.epochs_per_round * math.ceil(len(ex) / dc.batch_size)
         bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
-        guard.checkpoint = f"{last_path} (round {state['round']})"
+        # a signal or too many non-finite steps: this round starts over from the last finished one
+        guard.checkpoint = f"{last_path} (round {state['round']})" if last_path.exists() else ""
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
                            checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard,
                            stepper=stepper)

@@ -14,8 +14,9 @@ from types import FrameType
 class Interrupted(Exception):
     """Raised after a stage saved its checkpoint in response to SIGINT/SIGTERM."""
 
-    def __init__(self, signame: str, checkpoint: str):
-        super().__init__(f"{signame} received: checkpoint saved to {checkpoint}; run the same command to resume")
+    def __init__(self, signame: str, checkpoint: str | None):
+        saved = f"checkpoint saved to {checkpoint}" if checkpoint else "nothing saved yet (the stage starts over)"
+        super().__init__(f"{signame} received: {saved}; run the same command to resume")
         self.exit_code = 128 + int(getattr(signal, signame, signal.SIGINT))
 
 
