@@ -24,6 +24,15 @@ def test_special_ids_roundtrip_and_sep(tmp_path):
     assert tok.hash == Tokenizer.load(tok.path).hash
 
 
+def test_the_same_text_trains_the_same_tokenizer_bytes(tmp_path):
+    a = _tokenizer(tmp_path / "a")
+    b = _tokenizer(tmp_path / "b")  # another folder, another temp file: the bytes must not show it
+    assert a.path.read_bytes() == b.path.read_bytes() and a.hash == b.hash
+    assert str(tmp_path).encode() not in a.path.read_bytes()
+    vocab = (tmp_path / "a" / "tok" / "spm.vocab").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == a.vocab_size and vocab[a.sep_id].split("\t")[0] == SEP
+
+
 def test_truncation_keeps_eos_and_recent_context(tmp_path):
     tok = _tokenizer(tmp_path)
     long = " ".join(["hello"] * 50)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
@@ -56,26 +56,30 @@ class Tokenizer:
 
 def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_type: str = "bpe",
                     character_coverage: float = 0.9995, max_sentences: int = 300000, seed: int = 0) -> Tokenizer:
-    """Train SentencePiece on `sentences`; write out_dir/spm.model and spm.vocab."""
+    """Train SentencePiece on `sentences`; write out_dir/spm.model and spm.vocab.
+
+    The same sentences and settings give the same spm.model bytes, hence the same tokenizer hash,
+    on any machine: the sentences are streamed (the model records no temp file or output path)
+    and one trainer thread is used (the model records the thread count; on these corpora one
+    thread trains as fast, and the pieces do not depend on it).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sentences = [s for s in sentences if s.strip()]
+    sentences = [s.replace("\n", " ") for s in sentences if s.strip()]
     if not sentences:
         raise DataError("no text to train the tokenizer on")
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
-        for s in sentences:
-            f.write(s.replace("\n", " ") + "\n")
-        corpus = f.name
     spm.set_random_generator_seed(seed)  # the sentence sampling is seeded, so tokenizers repeat
+    model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=str(out_dir / "spm"), vocab_size=vocab_size, model_type=model_type,
+            sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type=model_type,
             character_coverage=character_coverage, unk_id=UNK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             user_defined_symbols=[SEP], hard_vocab_limit=False, input_sentence_size=max_sentences,
-            shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2,
-            max_sentence_length=1 << 16,
+            shuffle_input_sentence=True, num_threads=1, minloglevel=2, max_sentence_length=1 << 16,
         )
     except RuntimeError as e:
         raise DataError(f"tokenizer training failed: {str(e).splitlines()[0][:200]}") from None
-    finally:
-        os.unlink(corpus)
+    (out_dir / "spm.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    (out_dir / "spm.vocab").write_text("".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n"
+                                              for i in range(sp.get_piece_size())), encoding="utf-8")
     return Tokenizer.load(out_dir / "spm.model")
