@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -22,7 +23,16 @@ GENERATOR_STAGES = {"pretrained": "generator", "adversarial": "adversarial"}
 def load_tokenizer(run: RunDir) -> Tokenizer:
     if not run.spm_model.exists():
         raise SeqGANError(f"{run.root} has no tokenizer yet; run 'seqgan prepare --run-dir {run.root}' first")
-    return Tokenizer.load(run.spm_model)
+    tokenizer = Tokenizer.load(run.spm_model)
+    try:  # the encoded data must come from this tokenizer (prepare swaps the two folders one by one)
+        made_with = json.loads((run.data_dir / "manifest.json").read_text()).get("tokenizer_hash")
+    except (OSError, ValueError):
+        made_with = None
+    if made_with not in (None, tokenizer.hash):
+        raise SeqGANError(f"{run.root}: the prepared data was encoded by another tokenizer than "
+                          f"tokenizer/spm.model (an interrupted prepare?); run 'seqgan prepare --force --run-dir "
+                          f"{run.root}'")
+    return tokenizer
 
 
 def generator_path(run: RunDir, which: str | None) -> tuple[str, Path]:

@@ -341,3 +341,15 @@ def test_prepare_again_refuses_to_replace_data_under_checkpoints(tiny_run, tmp_p
     assert run_cli("prepare", "--run-dir", run.root, "--seed", "7") == 2  # a new seed re-splits the data
     assert "has checkpoints trained on its prepared data" in one_line(capsys.readouterr().err)
     assert run.spm_model.read_bytes() == before and run.checkpoint("generator", "last").exists()
+
+
+def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tmp_path, capsys):
+    import json
+
+    run = _copy(tiny_run, tmp_path / "r")
+    manifest = run.data_dir / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["tokenizer_hash"] = "0" * 64  # as if prepare stopped between swapping the tokenizer and the data
+    manifest.write_text(json.dumps(m))
+    assert run_cli("pretrain", "generator", "--run-dir", run.root) == 2
+    assert "encoded by another tokenizer" in one_line(capsys.readouterr().err)
