@@ -9,6 +9,7 @@ from support import run_cli
 from seqgan.config import from_dict
 from seqgan.data.tokenizer import Tokenizer
 from seqgan.rundir import RunDir
+from seqgan.runtime import seed_everything
 from seqgan.training.mle import pretrain_generator
 from seqgan.training.signals import Interrupted
 
@@ -108,3 +109,21 @@ def test_discriminator_interrupted_in_its_first_round_says_nothing_was_saved(tin
     with pytest.raises(Interrupted, match=r"nothing saved yet \(the stage starts over\)"):
         pretrain_discriminator(cfg, run, torch.device("cpu"), tok, gen, stop=StopAfter(1))
     assert not run.checkpoint("discriminator", "last").exists()
+
+
+def test_a_resume_mid_epoch_refuses_another_batching(tiny_run, tmp_path, capsys):
+    from support import one_line
+
+    run = _copy(tiny_run, tmp_path / "r")
+    cfg = from_dict(run.read_config())
+    cfg.runtime.checkpoint_every = 10_000
+    tok = Tokenizer.load(run.spm_model)
+    seed_everything(cfg.runtime.seed)
+    with pytest.raises(Interrupted):  # stopped after 2 steps, inside the first epoch
+        pretrain_generator(cfg, run, torch.device("cpu"), tok, stop=StopAfter(2))
+    capsys.readouterr()
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.batch_tokens=999") == 2
+    assert "batched with pretrain.batch_tokens=" in one_line(capsys.readouterr().err)
+    # the message names the setting to pass; with it the epoch goes on
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, f"pretrain.batch_tokens={cfg.pretrain.batch_tokens}",
+                   "pretrain.max_steps=4") == 0

@@ -24,6 +24,7 @@ from seqgan.config import Config, to_dict
 from seqgan.data.batching import collate, token_budget_batches
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import PAD_ID
+from seqgan.errors import ConfigError
 from seqgan.models import build_generator
 from seqgan.rundir import RunDir
 from seqgan.training.checkpoint import (
@@ -116,6 +117,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0,
              "skipped": 0, "seconds": 0.0}  # seconds: the stage's time so far, across resumes
+    batching = {"runtime.seed": cfg.runtime.seed, "pretrain.batch_tokens": p.batch_tokens}  # fixes an epoch's batches
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
@@ -130,6 +132,12 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             state["complete"] = False  # the budget was raised: continue
         if state["complete"]:
             return _summary(state, model, run, resumed=True)
+        changed = {k: v for k, v in state.get("batching", batching).items() if batching[k] != v}
+        if changed and state["batch"] > 0:  # the saved position counts batches of the old batching
+            raise ConfigError(f"the epoch in progress was batched with "
+                              f"{', '.join(f'{k}={v}' for k, v in changed.items())}; pass that to finish it "
+                              f"(it may change once the epoch ends) or start a new --run-dir")
+    state["batching"] = batching
 
     def save(path) -> None:
         state.update(guard.counts(), seconds=round(seconds_before + time.monotonic() - started, 3))
