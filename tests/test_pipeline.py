@@ -162,3 +162,16 @@ def test_chat_contexts_lowercase_each_turn_as_training_does(finished_run):
     ids = encode_context(tok, ["Hello THERE", "How are You"], cfg).tolist()
     assert ids == tok.encode("hello there <SEP> how are you")[-cfg.data.max_len:]  # the separator keeps its case
     assert ids != tok.encode("hello there <sep> how are you")[-cfg.data.max_len:]
+
+
+def test_run_says_when_a_stage_predates_the_generator_it_started_from(finished_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns(".lock"))
+    stored = RunDir(run).read_config()
+    more = stored["pretrain"]["epochs"] + 1
+    assert run_cli("run", "--run-dir", run, f"pretrain.epochs={more}") == 0  # the generator goes on
+    err = capsys.readouterr().err
+    assert "checkpoints/discriminator predates the current generator checkpoint" in err
+    assert "checkpoints/adversarial predates the current generator checkpoint" in err
+    assert run_cli("run", "--run-dir", finished_run) == 0  # nothing changed: no note
+    assert "predates" not in capsys.readouterr().err

@@ -133,6 +133,19 @@ def evaluate(cfg: Config, run: RunDir) -> dict:
         return evaluate_run(cfg, run, device, tokenizer)
 
 
+def _warn_if_older(run: RunDir, stage: str, *inputs: str) -> None:
+    """Say so when a stage's checkpoint predates the best checkpoint of a stage it starts from
+    (e.g. the generator went on after a raised budget): the stage resumes or is skipped as it is."""
+    last = run.checkpoint(stage, "last")
+    if not last.exists():
+        return
+    newer = [s for s in inputs if run.checkpoint(s, "best").exists()
+             and run.checkpoint(s, "best").stat().st_mtime > last.stat().st_mtime]
+    if newer:
+        say(f"      note: checkpoints/{stage} predates the current {' and '.join(newer)} checkpoint; it is kept "
+            f"as it is (remove {run.root / 'checkpoints' / stage} to train this stage again from them)")
+
+
 def run_all(cfg: Config, run: RunDir) -> dict:
     """Every stage in order; each finished stage is skipped, an interrupted one resumes."""
     from seqgan.data.prepare import prepare
@@ -151,8 +164,10 @@ def run_all(cfg: Config, run: RunDir) -> dict:
     else:
         results["generate"] = generate(cfg, run, "valid")
     say("[4/6] pretrain discriminator")
+    _warn_if_older(run, "discriminator", "generator")
     results["pretrain_discriminator"] = pretrain_discriminator(cfg, run)
     say(f"[5/6] adversarial training (objective {cfg.adversarial.objective})")
+    _warn_if_older(run, "adversarial", "generator", "discriminator")
     results["train"] = train(cfg, run)
     say("[6/6] evaluate")
     results["evaluate"] = evaluate(cfg, run)
