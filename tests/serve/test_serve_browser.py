@@ -93,6 +93,20 @@ def test_chat_page_side_by_side(browser, live_url):
         assert "temperature" in err.inner_text()
     page.click("#reset")
     assert page.locator(".msg").count() == 0
+    # while replies are on their way, "new conversation" waits (they belong to this one)
+    page.fill("#temperature", "1")
+
+    def slow(route):
+        time.sleep(0.5)
+        route.continue_()
+
+    page.route("**/v1/respond", slow)
+    page.fill("#message", "one more")
+    page.click("#send")
+    assert page.is_disabled("#reset")
+    for g in ("pretrained", "adversarial"):
+        bot_replies(page, g).first.wait_for(timeout=15000)
+    sync_api.expect(page.locator("#reset")).to_be_enabled(timeout=15000)
     assert errors == [] or all("400" in e or "422" in e for e in errors), errors
     page.close()
 

@@ -120,17 +120,20 @@ async function send(event) {
   if (!text || state.busy || targets.length === 0) return;
   state.busy = true;
   $("send").disabled = true;
+  $("reset").disabled = true; // a reply still on its way belongs to this conversation
   $("message").value = "";
   $("status").textContent = "thinking…";
   const opts = samplingOptions();
   await Promise.all(targets.map((g) => ask(g, text, opts)));
   state.busy = false;
   $("send").disabled = false;
+  $("reset").disabled = false;
   $("status").textContent = "";
   $("message").focus();
 }
 
 function reset() {
+  if (state.busy) return;
   for (const g of GENERATORS) {
     state.history[g] = [];
     column(g).querySelector(".log").replaceChildren();
