@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -24,10 +23,8 @@ def load_tokenizer(run: RunDir) -> Tokenizer:
     if not run.spm_model.exists():
         raise SeqGANError(f"{run.root} has no tokenizer yet; run 'seqgan prepare --run-dir {run.root}' first")
     tokenizer = Tokenizer.load(run.spm_model)
-    try:  # the encoded data must come from this tokenizer (prepare swaps the two folders one by one)
-        made_with = json.loads((run.data_dir / "manifest.json").read_text()).get("tokenizer_hash")
-    except (OSError, ValueError):
-        made_with = None
+    # the encoded data must come from this tokenizer (prepare swaps the two folders one by one)
+    made_with = (run.read_manifest() or {}).get("tokenizer_hash")
     if made_with not in (None, tokenizer.hash):
         raise SeqGANError(f"{run.root}: the prepared data was encoded by another tokenizer than "
                           f"tokenizer/spm.model (an interrupted prepare?); run 'seqgan prepare --force --run-dir "

@@ -93,6 +93,13 @@ class RunDir:
     def split_path(self, split: str) -> Path:
         return self.data_dir / f"{split}.npz"
 
+    def read_manifest(self) -> dict | None:
+        """data/manifest.json (what `seqgan prepare` built, with the tokenizer's hash), or None."""
+        try:
+            return json.loads((self.data_dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     def checkpoint(self, stage: str, which: str = "last") -> Path:
         """stage: generator | discriminator | adversarial; which: last | best."""
         return self.root / "checkpoints" / stage / f"{which}.pt"

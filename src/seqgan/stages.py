@@ -139,8 +139,8 @@ def _warn_if_older(run: RunDir, stage: str, *inputs: str) -> None:
     last = run.checkpoint(stage, "last")
     if not last.exists():
         return
-    newer = [s for s in inputs if run.checkpoint(s, "best").exists()
-             and run.checkpoint(s, "best").stat().st_mtime > last.stat().st_mtime]
+    mtime = last.stat().st_mtime
+    newer = [s for s in inputs if (best := run.checkpoint(s, "best")).exists() and best.stat().st_mtime > mtime]
     if newer:
         say(f"      note: checkpoints/{stage} predates the current {' and '.join(newer)} checkpoint; it is kept "
             f"as it is (remove {run.root / 'checkpoints' / stage} to train this stage again from them)")

@@ -29,14 +29,6 @@ def _key(cfg: Config, fingerprint: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _manifest(run: RunDir) -> dict | None:
-    path = run.data_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
     """Prepare the run's data; returns dialogues, pairs per split, vocab size and skip counts."""
     run.check_config(cfg)
@@ -45,14 +37,13 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
     try:
         corpus = read_corpus(cfg.data)
         key = _key(cfg, corpus.fingerprint)
-        old = _manifest(run)
+        old = run.read_manifest()
         if not force and old is not None and old.get("key") == key and run.spm_model.exists() and \
                 all(run.split_path(s).exists() for s in SPLITS):
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
             run.write_config(cfg)
             return {**old["summary"], "reused": True}
-        checkpoints = sorted((run.root / "checkpoints").glob("*/*.pt"))
-        if old is not None and checkpoints and not force:
+        if old is not None and not force and any((run.root / "checkpoints").glob("*/*.pt")):
             raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
                             "again (the corpus, its settings or runtime.seed changed) would leave them unusable: "
                             "use another --run-dir, or `seqgan prepare --force` to replace the data anyway")
@@ -93,4 +84,4 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
 
 
 def prepared(run: RunDir) -> bool:
-    return _manifest(run) is not None and Path(run.spm_model).exists()
+    return run.read_manifest() is not None and Path(run.spm_model).exists()

@@ -40,7 +40,7 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses
-from seqgan.training.mle import budget_left, mle_loss, to_device, validation_nll
+from seqgan.training.mle import budget_left, mle_loss, stopped_by_budget, to_device, validation_nll
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
@@ -217,8 +217,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         d_stepper.load_state_dict(ckpt.get("d_amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
-        if state["step"] < a.steps and (state.get("reason") != "time budget"
-                                        or budget_left(a.max_minutes, state.get("seconds", 0.0)) > 0):
+        if state["step"] < a.steps and not stopped_by_budget(a.max_minutes, state):
             state["complete"] = False  # more steps or a raised time budget: continue
         if state["complete"]:
             return {"stage": "adversarial", **state, "already_complete": True}

@@ -95,6 +95,11 @@ def budget_left(max_minutes: float | None, seconds_used: float) -> float:
     return math.inf if max_minutes is None else 60 * max_minutes - seconds_used
 
 
+def stopped_by_budget(max_minutes: float | None, state: dict) -> bool:
+    """A finished stage that its time budget stopped, and that budget (as now set) is spent."""
+    return state.get("reason") == "time budget" and budget_left(max_minutes, state.get("seconds", 0.0)) <= 0
+
+
 def generator_config(cfg: Config, vocab_size: int):
     return replace(cfg.model.generator, vocab_size=vocab_size)
 
@@ -128,7 +133,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"])
         if state["complete"] and state["epoch"] < p.epochs and (p.max_steps is None or state["step"] < p.max_steps) \
-                and (state.get("reason") != "time budget" or budget_left(p.max_minutes, state["seconds"]) > 0):
+                and not stopped_by_budget(p.max_minutes, state):
             state["complete"] = False  # the budget was raised: continue
         if state["complete"]:
             return _summary(state, model, run, resumed=True)
