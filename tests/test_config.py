@@ -62,6 +62,10 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     ("adversarial.temperature=0", "adversarial.temperature: must be positive, got 0"),
     ("adversarial.max_len=0", "adversarial.max_len: must be positive"),
     ("adversarial.max_len=1000", "adversarial.max_len: must be positive and at most model.generator.max_len"),
+    ("eval.max_pairs=0", "eval.max_pairs: must be positive (or null for no limit), got 0"),
+    ("pretrain.max_minutes=-1", "pretrain.max_minutes: must be positive (or null for no limit), got -1.0"),
+    ("discriminator.pairs_per_round=0", "discriminator.pairs_per_round: must be positive"),
+    ("eval.num_examples=-1", "eval.num_examples: must be zero or more, got -1"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -111,3 +115,18 @@ def test_quoted_string_overrides_keep_their_spaces_and_lose_their_quotes():
     cfg = C.load_config("tiny", ['data.context_separator=" | "', "tokenizer.model_type='unigram'"])
     assert cfg.data.context_separator == " | " and cfg.tokenizer.model_type == "unigram"
     assert C.load_config("tiny", ["data.context_separator=<sep>"]).data.context_separator == "<sep>"
+
+
+def test_to_json_writes_null_for_non_finite_numbers():
+    import json
+
+    import numpy as np
+    import torch
+
+    from seqgan.rundir import to_json
+
+    obj = {"a": float("nan"), "b": [1.5, float("inf"), (np.float32("nan"), -float("inf"))],
+           "c": {"d": np.float64(2.0), "e": torch.tensor(float("nan")), "f": 3}}
+    text = to_json(obj)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} written")) == {
+        "a": None, "b": [1.5, None, [None, None]], "c": {"d": 2.0, "e": None, "f": 3}}

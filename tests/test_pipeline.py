@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -26,12 +27,44 @@ def test_run_writes_every_artifact(finished_run):
     for stage in ("generator", "discriminator", "adversarial"):
         assert r.checkpoint(stage, "best").exists() and r.checkpoint(stage, "last").exists(), stage
     assert (finished_run / "samples" / "valid.txt").exists()
-    ev = json.loads(r.eval_path.read_text())
+    ev = json.loads(r.eval_path.read_text(), parse_constant=_no_constant)  # strict JSON: no NaN
     assert set(ev["generators"]) == {"pretrained", "adversarial"}
     for m in ev["generators"].values():
         assert m["test_ppl"] > 1 and 0 <= m["distinct_2"] <= 1 and 0 <= m["fooling_rate"] <= 1
+        assert m["test_ppl"] == pytest.approx(math.exp(m["test_nll"]), rel=1e-3)
+        assert 0 <= m["texygen_bleu_4"] <= m["texygen_bleu_3"] <= m["texygen_bleu_2"] <= 1
     stages = {rec["stage"] for rec in r.read_metrics()}
     assert {"prepare", "pretrain_generator", "pretrain_discriminator", "adversarial", "evaluate"} <= stages
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_evaluate_writes_null_for_an_undefined_metric(finished_run, tmp_path, capsys):
+    # one test pair: no second sample for Self-BLEU and too few pairs for the two-sample test
+    other = tmp_path / "one"
+    shutil.copytree(finished_run, other)
+    (other / "eval.json").unlink()
+    assert run_cli("evaluate", "--run-dir", other, "--json", "eval.max_pairs=1") == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=_no_constant)
+    saved = json.loads((other / "eval.json").read_text(), parse_constant=_no_constant)
+    for m in (out["generators"]["pretrained"], saved["generators"]["pretrained"]):
+        assert m["self_bleu_4"] is None and m["two_sample_accuracy"] is None and m["test_ppl"] > 1
+    assert run_cli("evaluate", "--compare", str(other), "--json") == 0  # null reads back as "-"
+    assert json.loads(capsys.readouterr().out)["runs"][str(other)] == saved
+
+
+def test_evaluate_compare_refuses_a_damaged_eval_json(finished_run, tmp_path, capsys):
+    other = tmp_path / "damaged"
+    shutil.copytree(finished_run, other)
+    good = (other / "eval.json").read_text()
+    for text in (good[: len(good) // 2], "[]", '{"run": "x"}', good.replace('"test_ppl": ', '"test_ppl": "high", "x": ')):
+        (other / "eval.json").write_text(text)
+        assert run_cli("evaluate", "--compare", str(finished_run), str(other)) == 2
+        err = one_line(capsys.readouterr().err)
+        assert "eval.json" in err and f"seqgan evaluate --run-dir {other}" in err
+    assert (other / "eval.json").read_text() == text  # left as it was
 
 
 def test_second_run_skips_finished_stages(finished_run, capsys):

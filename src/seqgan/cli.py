@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from seqgan import __version__
 from seqgan import config as C
 from seqgan.errors import SeqGANError
-from seqgan.rundir import RunDir, main_process
+from seqgan.rundir import RunDir, main_process, to_json
 
 DEFAULT_PRESET = "chitchat-cpu"
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
@@ -300,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return 130
     if args.json and main_process():
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(to_json(result) + "\n")
     sys.stdout.flush()
     return 0
 

@@ -432,6 +432,12 @@ def validate(cfg: Config) -> None:
                 "oracle.d_l2"):
         if not flat[key] >= 0:
             raise ConfigError(f"{key}: must be zero or more, got {flat[key]}")
+    for key in ("data.max_dialogues", "pretrain.max_steps", "pretrain.max_minutes", "discriminator.pairs_per_round",
+                "adversarial.max_minutes", "eval.max_pairs"):
+        if flat[key] is not None and not flat[key] > 0:
+            raise ConfigError(f"{key}: must be positive (or null for no limit), got {flat[key]}")
+    if flat["eval.num_examples"] < 0:
+        raise ConfigError(f"eval.num_examples: must be zero or more, got {flat['eval.num_examples']}")
     for key in ("adversarial.rollout_update", "oracle.rollout_update"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}: must be in [0, 1], got {flat[key]}")

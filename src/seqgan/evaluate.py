@@ -2,10 +2,12 @@
 
 For each generator: test NLL and perplexity (teacher forcing), then one sampled response per
 test context (eval.max_pairs of them, a fixed seeded subset) scored by corpus BLEU-1..4 against
-the references, distinct-1/2, mean length, repetition rate, Self-BLEU-4, the run's final
-discriminator (accuracy and fooling rate), and a classifier two-sample test: a fresh
-discriminator trained on half of (real, generated) and tested on the other half; an accuracy
-near 0.5 means the generated responses are hard to tell from real ones.
+the references, Texygen-style BLEU-2..4 (each response against all the subset's references, as
+the papers' unconditional BLEU; words as corpus BLEU splits them), distinct-1/2, mean length,
+repetition rate, Self-BLEU-4, the run's final discriminator (accuracy and fooling rate), and a
+classifier two-sample test: a fresh discriminator trained on half of (real, generated) and
+tested on the other half; an accuracy near 0.5 means the generated responses are hard to tell
+from real ones.
 """
 
 from __future__ import annotations
@@ -22,20 +24,25 @@ from torch import nn
 from seqgan import artifacts
 from seqgan.config import Config
 from seqgan.data.dataset import PairDataset
-from seqgan.metrics.bleu import corpus_bleu, self_bleu
+from seqgan.errors import SeqGANError
+from seqgan.metrics.bleu import corpus_bleu, self_bleu, texygen_bleus, words
 from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
 from seqgan.models import build_discriminator
-from seqgan.rundir import RunDir, atomic_write_text
+from seqgan.rundir import RunDir, atomic_write_text, to_json
 from seqgan.training import discriminator as dtrain
-from seqgan.training.generate import contexts_of, generate_responses
+from seqgan.training.generate import content_tokens, contexts_of, generate_responses
 from seqgan.training.mle import validation_nll
 from seqgan.training.optim import make_adamw
 
 ROWS = [
+    ("test_nll", "test NLL (nats/token)", "{:.3f}"),
     ("test_ppl", "test perplexity", "{:.2f}"),
     ("bleu_1", "BLEU-1", "{:.2f}"),
     ("bleu_2", "BLEU-2", "{:.2f}"),
+    ("bleu_3", "BLEU-3", "{:.2f}"),
     ("bleu_4", "BLEU-4", "{:.2f}"),
+    ("texygen_bleu_2", "BLEU-2 vs all refs (Texygen)", "{:.4f}"),
+    ("texygen_bleu_4", "BLEU-4 vs all refs (Texygen)", "{:.4f}"),
     ("distinct_1", "distinct-1", "{:.4f}"),
     ("distinct_2", "distinct-2", "{:.4f}"),
     ("self_bleu_4", "Self-BLEU-4", "{:.4f}"),
@@ -45,10 +52,6 @@ ROWS = [
     ("fooling_rate", "D fooling rate", "{:.3f}"),
     ("two_sample_accuracy", "two-sample test accuracy", "{:.3f}"),
 ]
-
-
-def _content(ids: np.ndarray, eos_id: int = 3) -> list[int]:
-    return [int(t) for t in ids if t != eos_id]
 
 
 def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray],
@@ -83,9 +86,10 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
                                progress=cfg.runtime.progress, desc="evaluate: sampling")
     hyps = [tokenizer.decode(f.tolist()) for f in fakes]
     refs = [data.response_text(int(i)) for i in idx]
-    toks = [_content(f) for f in fakes]
+    toks = [content_tokens(f) for f in fakes]
     m = {"test_nll": nll, "test_ppl": math.exp(min(nll, 50))}
     m.update(corpus_bleu(hyps, refs))
+    m.update(texygen_bleus([words(h) for h in hyps], [words(r) for r in refs], (2, 3, 4)))
     m.update({"distinct_1": distinct_n(toks, 1), "distinct_2": distinct_n(toks, 2),
               "self_bleu_4": self_bleu(toks, 4, max_samples=500), "mean_length": mean_length(toks),
               "repetition_rate": repetition_rate(toks)})
@@ -125,10 +129,25 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
         for which, fakes in samples.items():
             ex[which] = tokenizer.decode(fakes[j].tolist())
         result["examples"].append(ex)
-    atomic_write_text(run.eval_path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run.eval_path, to_json(result, indent=2) + "\n")
     run.log("evaluate", **{f"{w}_{k}": v for w, m in result["generators"].items() for k, v in m.items()})
     print(format_table({str(run.root): result}), file=sys.stderr)
     print(format_examples(result), file=sys.stderr)
+    return result
+
+
+def read_eval(run: RunDir) -> dict:
+    """A run's eval.json, checked: a SeqGANError when it cannot be read or is not one evaluate wrote."""
+    again = f"run seqgan evaluate --run-dir {run.root} to write it again"
+    try:
+        result = json.loads(run.eval_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SeqGANError(f"cannot read {run.eval_path} ({getattr(e, 'strerror', None) or e}); {again}") from e
+    gens = result.get("generators") if isinstance(result, dict) else None
+    if not isinstance(gens, dict) or not all(
+            isinstance(m, dict) and all(v is None or isinstance(v, int | float) and not isinstance(v, bool)
+                                        for v in m.values()) for m in gens.values()):
+        raise SeqGANError(f"{run.eval_path} is not a metrics file written by seqgan evaluate; {again}")
     return result
 
 

@@ -29,7 +29,7 @@ from seqgan.data.tokenizer import Tokenizer
 from seqgan.errors import CheckpointError, SeqGANError
 from seqgan.models import build_generator
 from seqgan.models.generator import GeneratorConfig
-from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, to_json
 from seqgan.training.checkpoint import load_model_state
 from seqgan.training.mle import generator_config
 
@@ -58,7 +58,7 @@ def export_generator(cfg: Config, run: RunDir, which: str | None = None, out: st
     # tensors first, config last: a folder with config.json is complete
     atomic_write_bytes(out / "model.safetensors", save(tensors, metadata={"format": FORMAT}))
     atomic_write_bytes(out / "spm.model", run.spm_model.read_bytes())
-    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "config.json", to_json(meta, indent=2) + "\n")
     vocab = run.spm_model.with_suffix(".vocab")
     if vocab.exists():
         shutil.copyfile(vocab, out / "spm.vocab")

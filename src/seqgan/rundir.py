@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 import time
@@ -155,7 +156,7 @@ class RunDir:
         if not main_process():
             return rec
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(rec, default=_json_default) + "\n"
+        line = to_json(rec) + "\n"
         with open(self.metrics_path, "a+b") as f:
             if f.tell() > 0:  # a crash may have left a torn last line: do not glue this record to it
                 f.seek(-1, os.SEEK_END)
@@ -208,8 +209,24 @@ def main_process() -> bool:
 
 def _json_default(x: Any) -> Any:
     if hasattr(x, "item"):
-        return x.item()
+        return _finite(x.item())
     return str(x)
+
+
+def _finite(x: Any) -> Any:
+    """x with every NaN or infinite float (in dicts, lists and tuples) replaced by None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (RFC 8259): a NaN or infinite number, which has no JSON form, is written null."""
+    return json.dumps(_finite(obj), default=_json_default, allow_nan=False, **kwargs)
 
 
 class RunLock:

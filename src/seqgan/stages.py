@@ -178,11 +178,9 @@ def run_all(cfg: Config, run: RunDir) -> dict:
 
 def compare_runs(runs: list[RunDir]) -> dict:
     """Side-by-side table of several runs' eval.json (each run is evaluated first if it has none)."""
-    import json
-
     from seqgan.config import from_dict
     from seqgan.errors import SeqGANError
-    from seqgan.evaluate import format_table
+    from seqgan.evaluate import format_table, read_eval
 
     results = {}
     for r in runs:
@@ -191,6 +189,6 @@ def compare_runs(runs: list[RunDir]) -> dict:
             raise SeqGANError(f"{r.root} is not a run directory (no config.yaml)")
         if not r.eval_path.exists():
             evaluate(from_dict(stored), r)
-        results[str(r.root)] = json.loads(r.eval_path.read_text())
+        results[str(r.root)] = read_eval(r)
     print(format_table(results), file=sys.stderr)
     return {"runs": results}

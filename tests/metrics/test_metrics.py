@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from seqgan.metrics.bleu import corpus_bleu, self_bleu, texygen_bleu
+from seqgan.metrics.bleu import corpus_bleu, self_bleu, texygen_bleu, texygen_bleus, words
 from seqgan.metrics.classifier import accuracy, fooling_rate, roc_auc
 from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
 
@@ -37,6 +37,17 @@ def test_self_bleu_excludes_only_the_hypothesis_itself():
     # without exclusion every sample would find itself: BLEU 1
     assert nltk_texygen(samples, samples, 3) > self_bleu(samples, 3) + 0.1
     assert self_bleu([[1, 2, 3], [4, 5, 6]], 2) == 0.0
+    assert math.isnan(self_bleu([[1, 2, 3]], 2))  # no other sample: undefined, not "perfectly diverse"
+
+
+def test_texygen_bleus_of_words_equal_nltk_per_order():
+    hyps = ["i'm fine, thanks!", "what about you?", "", "fine fine fine"]
+    refs = ["i'm fine, thank you.", "how about you?", "thanks, fine."]
+    h, r = [words(t) for t in hyps], [words(t) for t in refs]
+    assert h[0] == ["i'm", "fine", ",", "thanks", "!"] and h[2] == []  # corpus BLEU's 13a split
+    got = texygen_bleus(h, r, (2, 3, 4))
+    for n in (2, 3, 4):
+        assert got[f"texygen_bleu_{n}"] == pytest.approx(nltk_texygen(h, r, n), abs=1e-12)
 
 
 def test_corpus_bleu_hand_computed():

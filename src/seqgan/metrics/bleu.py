@@ -80,10 +80,22 @@ class ReferenceSet:
 
 def texygen_bleu(hypotheses: list[Tokens], references: list[Tokens], n: int) -> float:
     """Mean over hypotheses of NLTK sentence_bleu(references, hyp, uniform 1/n, method1)."""
+    return texygen_bleus(hypotheses, references, (n,))[f"texygen_bleu_{n}"]
+
+
+def texygen_bleus(hypotheses: list[Tokens], references: list[Tokens], orders: Sequence[int]) -> dict[str, float]:
+    """texygen_bleu for several n at once, the reference set's tables built once: {"texygen_bleu_n": ..}."""
     if not hypotheses or not references:
-        return 0.0
-    refs = ReferenceSet(references, n)
-    return float(np.mean([refs.bleu(h, n) for h in hypotheses]))
+        return {f"texygen_bleu_{n}": 0.0 for n in orders}
+    refs = ReferenceSet(references, max(orders))
+    return {f"texygen_bleu_{n}": float(np.mean([refs.bleu(h, n) for h in hypotheses])) for n in orders}
+
+
+def words(text: str) -> list[str]:
+    """The words of a detokenized text as corpus BLEU sees them (sacrebleu's default 13a tokenizer)."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(text).split()
 
 
 def self_bleu(samples: list[Tokens], n: int, max_samples: int | None = None, seed: int = 0) -> float:
@@ -93,7 +105,7 @@ def self_bleu(samples: list[Tokens], n: int, max_samples: int | None = None, see
     is exact and O(its length). max_samples scores a seeded subset of hypotheses (against all).
     """
     if len(samples) < 2:
-        return 0.0
+        return math.nan  # no other sample to compare with
     tables = []  # per order: gram -> [max1, number of samples with max1, max2]
     for k in range(1, n + 1):
         t: dict = {}

@@ -28,7 +28,7 @@ from seqgan.models import build_discriminator, build_generator
 from seqgan.models.discriminator import DiscriminatorConfig
 from seqgan.models.generator import GeneratorConfig
 from seqgan.oracle.oracle import load_oracle, make_oracle, nll_oracle, sample_oracle
-from seqgan.rundir import RunDir, atomic_write_text
+from seqgan.rundir import RunDir, atomic_write_text, to_json
 from seqgan.runtime import setup
 from seqgan.training import discriminator as dtrain
 from seqgan.training.checkpoint import (
@@ -341,11 +341,5 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         "skipped_steps": state["skipped_steps"],
         "curve": state["curve"],
     }
-    atomic_write_text(run.root / "oracle.json", _json(result))
+    atomic_write_text(run.root / "oracle.json", to_json(result, indent=2) + "\n")
     return result
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"

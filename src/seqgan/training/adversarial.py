@@ -39,7 +39,7 @@ from seqgan.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from seqgan.training.generate import contexts_of, generate_responses
+from seqgan.training.generate import content_tokens, contexts_of, generate_responses
 from seqgan.training.mle import budget_left, mle_loss, stopped_by_budget, to_device, validation_nll
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
@@ -177,7 +177,7 @@ def validate(cfg: Config, gen: nn.Module, disc: nn.Module, valid: PairDataset, v
     ex = dtrain.build_examples(valid, vidx, fakes, 0.0, np.random.default_rng(0))
     d = dtrain.evaluate(disc, ex, device)
     return {"valid_nll": nll, "valid_ppl": math.exp(min(nll, 50)),
-            "distinct_2": distinct_n([f.tolist() for f in fakes], 2),
+            "distinct_2": distinct_n([content_tokens(f) for f in fakes], 2),
             "d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]}
 
 

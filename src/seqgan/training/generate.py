@@ -42,6 +42,11 @@ def strip_tokens(tokens: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_I
     return out
 
 
+def content_tokens(response: np.ndarray, eos_id: int = EOS_ID) -> list[int]:
+    """A response's ids without its eos: what the diversity and BLEU metrics count."""
+    return [int(t) for t in response if t != eos_id]
+
+
 @torch.no_grad()
 def generate_responses(gen: nn.Module, contexts: list[np.ndarray], opts: SampleConfig, device: torch.device,
                        generator: torch.Generator | None = None, progress: bool = False,
