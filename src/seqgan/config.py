@@ -119,7 +119,7 @@ class AdversarialConfig:
     rollouts: int = 16
     rollout_update: float = 0.8  # beta <- r * beta + (1 - r) * theta
     rollout_chunk: int = 4096  # rows decoded at once in rollouts (bounds memory)
-    baseline: str = "batch_mean"  # none | moving_average | batch_mean
+    baseline: str = "batch_mean"  # none | moving_average | batch_mean (the other alive rows' mean)
     baseline_decay: float = 0.9
     normalize_rewards: bool = False
     penalty_lambda: float = 0.5

@@ -140,7 +140,27 @@ def test_cnn_unfolded_convolution_equals_conv1d():
     x = torch.randn(4, 10, 8)
     for conv in d.convs:
         ref = F.relu(conv(x.transpose(1, 2))).amax(2)
-        assert torch.allclose(d._conv_max(x, conv), ref, atol=1e-5)
+        assert torch.allclose(d._conv_max(x, conv, None), ref, atol=1e-5)
+
+
+def test_cnn_score_does_not_depend_on_the_padding_after_a_row():
+    d = cnn(seed=5).eval()
+    rows = [torch.randint(0, 20, (n,)) for n in (3, 7, 12)]
+    for r in rows:
+        scores = []
+        for width in (len(r), 12, 26, 40):  # alone, and padded in batches of other widths
+            x = torch.zeros(1, width, dtype=torch.long)
+            x[0, : len(r)] = r
+            m = torch.arange(width)[None, :] < len(r)
+            scores.append(d(None, None, x, m))
+        assert torch.allclose(torch.cat(scores), scores[0].expand(4), atol=1e-6), (len(r), scores)
+    # in one batch: each row scores as it does alone
+    x = torch.zeros(3, 12, dtype=torch.long)
+    m = torch.zeros(3, 12, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        x[i, : len(r)], m[i, : len(r)] = r, True
+    alone = torch.cat([d(None, None, r[None], torch.ones(1, len(r), dtype=torch.bool)) for r in rows])
+    assert torch.allclose(d(None, None, x, m), alone, atol=1e-6)
 
 
 def test_lstm_has_one_trainable_bias_per_gate_as_the_original():
@@ -163,7 +183,7 @@ def test_cnn_has_the_originals_two_class_head_and_initialisation():
     logit = d(None, None, x, m)
     y = torch.tensor([0, 1, 1, 0, 1, 0])
     # softmax cross-entropy over the two columns = BCE-with-logits on the returned difference
-    pooled = torch.cat([d._conv_max(d.embed(x), c) for c in d.convs], 1)
+    pooled = torch.cat([d._conv_max(d.embed(x), c, None) for c in d.convs], 1)
     t, gate = d.highway(pooled).chunk(2, 1)
     h = torch.sigmoid(gate) * F.relu(t) + (1 - torch.sigmoid(gate)) * pooled
     scores = d.out(h)

@@ -215,3 +215,23 @@ def test_the_generator_step_sums_the_policy_gradient_over_the_batch_as_the_origi
     else:
         assert gradient["row_mean"].norm().item() == pytest.approx(clip, rel=1e-2)
         torch.testing.assert_close(gradient["sum"], gradient["row_mean"])
+
+
+def test_the_generator_step_takes_log_probs_of_the_policy_that_sampled(monkeypatch):
+    """A transformer generator's dropout is off for the policy-gradient forward, as in sampling."""
+    cfg = load_config("tiny", ["oracle.generator=transformer", "model.generator.dropout=0.3"])
+    o = cfg.oracle
+    torch.manual_seed(0)
+    gen = generator_for(cfg)
+    modes = []
+    real = experiment.token_log_probs
+
+    def recorded(model, *args, **kwargs):
+        modes.append(model.training)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "token_log_probs", recorded)
+    _, stepped = generator_step(gen, copy.deepcopy(gen), discriminator_reward(discriminator_for(cfg).eval()),
+                                adam(gen.parameters(), o.gen_lr), o.batch_size, o.seq_len, o.rollouts, o.grad_clip, 64,
+                                torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert stepped and modes == [False] and gen.training  # train mode again for what follows (MLE)

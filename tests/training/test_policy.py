@@ -56,11 +56,27 @@ def test_policy_gradient_raises_probability_of_rewarded_token():
     assert p[2] > 0.9 and p[1] < 0.01
 
 
-def test_batch_mean_baseline_per_position_over_alive_rows():
+def test_batch_mean_baseline_is_the_mean_of_the_other_alive_rows():
     rewards = torch.tensor([[1.0, 2.0], [3.0, 9.0]])
     mask = torch.tensor([[True, True], [True, False]])
     adv, _ = apply_baseline(rewards, mask, "batch_mean")
-    assert adv.tolist() == [[-1.0, 0.0], [1.0, 0.0]]
+    # position 0: each row against the other; position 1: row 0 alone keeps its reward
+    assert adv.tolist() == [[-2.0, 2.0], [2.0, 0.0]]
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.rand(6, 5, generator=g)
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 4, 4, 2, 1, 5])[:, None]
+    adv, _ = apply_baseline(rewards, mask, "batch_mean")
+    alive = mask.sum(0)
+    for i in range(6):
+        for t in range(5):
+            others = [rewards[j, t] for j in range(6) if j != i and mask[j, t]]
+            want = 0.0 if not mask[i, t] else rewards[i, t] - (sum(others) / len(others) if others else 0.0)
+            assert float(adv[i, t]) == pytest.approx(float(want), abs=1e-6), (i, t, int(alive[t]))
+    # the baseline does not depend on the row's own reward: the gradient stays unbiased
+    bumped = rewards.clone()
+    bumped[2] += 0.5
+    adv2, _ = apply_baseline(bumped, mask, "batch_mean")
+    assert torch.allclose((adv2 - adv)[2], 0.5 * mask[2].float())
 
 
 def test_moving_average_baseline_updates():

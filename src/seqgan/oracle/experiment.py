@@ -136,7 +136,7 @@ def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.
                               pad_id=0, chunk_rows=chunk_rows, generator=g)
     mask = torch.ones_like(seqs, dtype=torch.bool)
     adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
-    gen.train()
+    gen.eval()  # the log-probs of the policy that sampled (a transformer generator's dropout off)
     stepper = Stepper(opt, gen, grad_clip, device, precision)
     with stepper.autocast():
         logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
@@ -145,7 +145,9 @@ def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.
         loss = loss * len(seqs)
     opt.zero_grad(set_to_none=True)
     stepper.backward(loss)
-    return rewards, stepper.step(loss)
+    taken = stepper.step(loss)
+    gen.train()
+    return rewards, taken
 
 
 def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:

@@ -48,13 +48,16 @@ def apply_baseline(rewards: torch.Tensor, mask: torch.Tensor, kind: str,
                    ) -> tuple[torch.Tensor, float | None]:
     """Advantages (B, T) = rewards - baseline, masked; returns them and the new running mean.
 
-    `batch_mean` subtracts, at each position, the mean reward of the rows still alive there;
-    `moving_average` subtracts an exponential moving average of the mean token reward.
+    `batch_mean` subtracts, at each position, the mean reward of the other rows still alive there
+    (leave-one-out: a baseline that does not depend on the row's own tokens keeps the gradient
+    unbiased; a row alone at a position keeps its reward); `moving_average` subtracts an
+    exponential moving average of the mean token reward.
     """
     m = mask.float()
     if kind == "batch_mean":
-        per_t = (rewards * m).sum(0) / m.sum(0).clamp(min=1)  # (T,)
-        adv = rewards - per_t[None, :]
+        total, alive = (rewards * m).sum(0), m.sum(0)  # (T,)
+        others = (alive - m).clamp(min=1)  # rows alive besides this one, (B, T)
+        adv = torch.where(alive > 1, rewards - (total - rewards * m) / others, rewards)
     elif kind == "moving_average":
         mean = float((rewards * m).sum() / m.sum().clamp(min=1))
         running = mean if running is None else decay * running + (1 - decay) * mean
