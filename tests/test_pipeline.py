@@ -1,5 +1,6 @@
 """The whole pipeline through the real CLI on the tiny preset: every stage, skipping, chat, evaluate."""
 
+import contextlib
 import io
 import json
 import math
@@ -17,8 +18,12 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     corpus = write_jsonl(root / "c.jsonl", dialogues(80, seed=3))
     run = root / "run"
-    rc = run_cli("run", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = run_cli("run", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}", "--json")
     assert rc == 0
+    result = json.loads(out.getvalue())  # stdout is that one object: the stages' progress lines go to stderr
+    assert result["pretrain_generator"]["step"] > 0 and "evaluate" in result
     return run
 
 

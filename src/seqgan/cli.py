@@ -266,6 +266,8 @@ def make_context(args: argparse.Namespace) -> Ctx:
     if getattr(args, "compare", None):
         return Ctx(cfg, run, args)  # several runs: each is read with its own config
     run.check_config(cfg)
+    if args.command in ("prepare", "run", "oracle"):  # the commands that start a run: before the lock file
+        run.check_new_run_allowed()
     return Ctx(cfg, run, args)
 
 

@@ -133,6 +133,18 @@ class RunDir:
         text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
         atomic_write_text(self.config_path, text)
 
+    def check_new_run_allowed(self) -> None:
+        """A run starts in a new or empty folder, or goes on in a run directory: a folder with
+        other files and no config.yaml is not one, and a run would write over them (prepare
+        replaces data/ and tokenizer/)."""
+        if self.config_path.exists() or not self.root.is_dir():
+            return
+        others = sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise SeqGANError(f"{self.root} is not a run directory (no config.yaml) and is not empty ({shown}); "
+                              "use a new or empty --run-dir")
+
     def check_config(self, cfg: C.Config) -> list[str]:
         """Refuse a config whose frozen sections differ from the run's; return other differing keys."""
         stored = self.read_config()

@@ -29,11 +29,12 @@ def say(*parts) -> None:
 
 
 def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:
+    """The device and the run's tokenizer. Each stage records its config in config.yaml once what
+    it starts from has loaded: a command that stops on a missing prerequisite changes nothing."""
     device = setup(cfg.runtime)
     if cfg.runtime.tensorboard:
         run.enable_tensorboard()
     tokenizer = artifacts.load_tokenizer(run)
-    run.write_config(cfg)
     return device, tokenizer
 
 
@@ -42,6 +43,7 @@ def pretrain_generator(cfg: Config, run: RunDir) -> dict:
 
     with run.lock():
         device, tokenizer = _begin(cfg, run)
+        run.write_config(cfg)
         t0 = time.monotonic()
         with StopFlag() as stop:
             out = fit(cfg, run, device, tokenizer, stop=stop)
@@ -61,6 +63,7 @@ def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | No
         device, tokenizer = _begin(cfg, run)
         gen, which = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         data = PairDataset.load(run.split_path(split))
+        run.write_config(cfg)
         n = len(data) if max_pairs is None else min(len(data), max_pairs)
         g = torch.Generator().manual_seed(cfg.runtime.seed + 11)
         t0 = time.monotonic()
@@ -97,6 +100,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
     with run.lock():
         device, tokenizer = _begin(cfg, run)
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
+        run.write_config(cfg)
         t0 = time.monotonic()
         with StopFlag() as stop:
             out = fit(cfg, run, device, tokenizer, gen, stop=stop)
@@ -118,6 +122,7 @@ def train(cfg: Config, run: RunDir) -> dict:
         disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
         d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
         load_optimizer_state(d_opt, dckpt["optimizer"])
+        run.write_config(cfg)
         t0 = time.monotonic()
         with StopFlag() as stop:
             out = train_adversarial(cfg, run, device, tokenizer, gen, disc, d_opt, stop=stop)
@@ -130,7 +135,9 @@ def evaluate(cfg: Config, run: RunDir) -> dict:
 
     with run.lock():
         device, tokenizer = _begin(cfg, run)
-        return evaluate_run(cfg, run, device, tokenizer)
+        result = evaluate_run(cfg, run, device, tokenizer)
+        run.write_config(cfg)
+        return result
 
 
 def _warn_if_older(run: RunDir, stage: str, *inputs: str) -> None:

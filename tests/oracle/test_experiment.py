@@ -88,6 +88,24 @@ def test_a_resume_with_another_policy_gradient_loss_is_refused(tmp_path, capsys)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["complete"]
 
 
+def test_a_resume_under_another_experiment_is_refused_and_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run) == 0
+    capsys.readouterr()
+    files = [RunDir(run).checkpoint("oracle", "last"), run / "oracle.json", run / "config.yaml"]
+    before = [f.read_bytes() for f in files]
+    for args, names in [(["runtime.seed=99"], ["runtime.seed=1234", "the oracle of oracle.params=None"]),
+                        (["oracle.mle_epochs=6", "oracle.rollouts=3"], ["oracle.mle_epochs=", "oracle.rollouts="])]:
+        assert run_cli("oracle", "--run-dir", run, *args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"the run in {run} was started with" in err[0], err
+        assert all(n in err[0] for n in names), (names, err[0])
+    assert [f.read_bytes() for f in files] == before
+    # how far the run goes may change: more rounds continue it
+    assert run_cli("oracle", "--run-dir", run, "oracle.adv_rounds=3") == 0
+    assert torch.load(files[0], weights_only=True)["state"]["adv_round"] == 3
+
+
 def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
     """`runtime.precision=bf16` reaches the oracle's training steps (the run differs from fp32) and
     MLE still learns; NLL-oracle is measured in fp32 either way."""

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from support import one_line, run_cli
+from support import dialogues, one_line, run_cli, write_jsonl
 
 import seqgan.training.adversarial as adversarial
 import seqgan.training.discriminator as dtrain
@@ -353,3 +353,31 @@ def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tm
     manifest.write_text(json.dumps(m))
     assert run_cli("pretrain", "generator", "--run-dir", run.root) == 2
     assert "encoded by another tokenizer" in one_line(capsys.readouterr().err)
+
+
+def test_a_folder_of_other_files_is_not_taken_for_a_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    corpus = write_jsonl(tmp_path / "data" / "dialogues.jsonl", dialogues(20))
+    (tmp_path / "data" / "NOTES.txt").write_text("mine")
+    for args in (["prepare", "--config", "tiny", "--run-dir", ".", "data.corpus=jsonl", f"data.path={corpus}"],
+                 ["oracle", "--config", "tiny", "--run-dir", "."]):
+        assert run_cli(*args) == 2
+        assert "is not a run directory (no config.yaml) and is not empty (data)" in one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["NOTES.txt", "dialogues.jsonl"]
+    # an empty folder, or one with only hidden files (the lock), is fine
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / ".lock").write_text("")
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", "new", "data.corpus=jsonl", f"data.path={corpus}") == 0
+
+
+def test_a_command_that_stops_on_a_missing_stage_leaves_config_yaml_as_it_was(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20))
+    run = tmp_path / "r"
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    before = (run / "config.yaml").read_text()
+    for args in (["generate"], ["pretrain", "discriminator"], ["train"], ["evaluate"]):
+        assert run_cli(*args, "--run-dir", run, "sample.temperature=7", "pretrain.epochs=9") == 2, args
+        capsys.readouterr()
+        assert (run / "config.yaml").read_text() == before, args

@@ -31,6 +31,7 @@ def _key(cfg: Config, fingerprint: str) -> str:
 
 def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
     """Prepare the run's data; returns dialogues, pairs per split, vocab size and skip counts."""
+    run.check_new_run_allowed()
     run.check_config(cfg)
     existed = run.root.exists() and any(p.name != ".lock" for p in run.root.iterdir())
     t0 = time.monotonic()

@@ -12,6 +12,7 @@ one would.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import sys
 import time
@@ -150,6 +151,44 @@ def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.
     return rewards, taken
 
 
+# what may change when a run resumes: how far it goes and how often it evaluates (pg_loss has its
+# own check; the oracle itself is compared by its weights, not by the path it was read from); a
+# phase's length also may, until the next phase has begun
+RESUMABLE_ORACLE_KEYS = ("adv_rounds", "eval_every", "pg_loss", "params")
+
+
+def _fingerprint(oracle: nn.Module) -> str:
+    """A hash of the oracle's weights: the same oracle whatever path or seed gave it."""
+    h = hashlib.sha256()
+    for name, t in sorted(oracle.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_same_experiment(cfg: Config, ckpt: dict, oracle_hash: str, run: RunDir) -> None:
+    """Refuse to resume a run under settings that define another experiment (its oracle, seed,
+    models or protocol): the curve would mix two of them."""
+    old, state = ckpt.get("config", {}), ckpt.get("state", {})
+    was = old.get("oracle", {})
+    now = to_dict(cfg)["oracle"]
+    free = set(RESUMABLE_ORACLE_KEYS)
+    if state.get("adv_round", 0) == 0:
+        free.add("d_pretrain_rounds")
+        if state.get("d_round", 0) == 0:
+            free.add("mle_epochs")
+    changed = [f"oracle.{k}={was[k]!r}" for k in now if k not in free and k in was and was[k] != now[k]]
+    seed = old.get("runtime", {}).get("seed", cfg.runtime.seed)
+    if seed != cfg.runtime.seed:
+        changed.append(f"runtime.seed={seed}")
+    if ckpt.get("oracle_hash", oracle_hash) != oracle_hash:
+        changed.append(f"the oracle of oracle.params={was.get('params')!r}")
+    if changed:
+        raise ConfigError(f"the run in {run.root} was started with {', '.join(changed)}; resume with "
+                          f"{'that' if len(changed) == 1 else 'those'} (changing it mixes two experiments in one "
+                          "curve), or use another --run-dir")
+
+
 def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
     n_r, n_f = len(real), len(fake)
     empty = np.zeros(0, dtype=np.int64)
@@ -172,6 +211,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     After `stop` is requested (SIGINT/SIGTERM), the epoch or round in progress ends, is saved, and
     Interrupted is raised."""
     o = cfg.oracle
+    run.check_new_run_allowed()
     device = setup(cfg.runtime)
     if cfg.runtime.tensorboard:
         run.enable_tensorboard()
@@ -199,8 +239,10 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False, "skipped_steps": 0,
              "nonfinite": {}, "seconds": {"mle": 0.0, "d_pretrain": 0.0, "adversarial": 0.0}}
     path = run.checkpoint(STAGE, "last")
+    oracle_hash = _fingerprint(oracle)
     if path.exists():
         ckpt = load_checkpoint(path)
+        _check_same_experiment(cfg, ckpt, oracle_hash, run)
         load_model_state(gen, ckpt["model"], path)
         load_model_state(disc, ckpt["discriminator"], path)
         load_optimizer_state(g_opt, ckpt["optimizer"])
@@ -225,7 +267,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     def save() -> None:
         state["nonfinite"] = {k: guard.in_a_row for k, guard in guards.items()}
         extra = {"rollout": rollout.state_dict()} if rollout is not None else {}
-        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=None, model=gen.state_dict(),
+        save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=None, oracle_hash=oracle_hash, model=gen.state_dict(),
                         discriminator=disc.state_dict(), optimizer=g_opt.state_dict(), d_optimizer=d_opt.state_dict(),
                         adv_optimizer=adv_opt.state_dict(), state=dict(state), rng=rng_state(g), **extra)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import replace
 
@@ -298,7 +299,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
             if world.main:
                 bar.write(f"adversarial step {state['step']}: valid ppl {v['valid_ppl']:.2f}, distinct-2 "
-                          f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}")
+                          f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}",
+                          file=sys.stderr)
             if _better(a.best_metric, v[a.best_metric], state["best"]):
                 state["best"] = v[a.best_metric]
                 save(best_path)

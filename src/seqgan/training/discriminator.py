@@ -8,6 +8,7 @@ relevance as well as fluency. Batches are balanced (as many real as negative exa
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -267,7 +268,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                 seconds=round(time.monotonic() - started, 1))
         if distributed.current().main:
             tqdm.write(f"discriminator round {state['round']}/{dc.rounds}: valid accuracy {result['accuracy']:.3f}, "
-                       f"AUC {result['auc']:.3f}" + (" (best)" if improved else ""))
+                       f"AUC {result['auc']:.3f}" + (" (best)" if improved else ""), file=sys.stderr)
         state["complete"] = state["round"] >= dc.rounds
         if improved:
             save(best_path)

@@ -11,6 +11,7 @@ so N processes compute the gradient one process computes for the same batch.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import replace
 
@@ -219,7 +220,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                 valid_ppl=round(math.exp(min(nll, 50)), 3))
         if world.main:
             bar.write(f"epoch {state['epoch']}: valid nll {nll:.3f}, perplexity {math.exp(min(nll, 50)):.2f}"
-                      + (" (best)" if improved else ""))
+                      + (" (best)" if improved else ""), file=sys.stderr)
         if state["epoch"] >= p.epochs or stop_reason:
             state["complete"] = True
             state["reason"] = stop_reason or "epochs"
