@@ -66,6 +66,21 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     ("pretrain.max_minutes=-1", "pretrain.max_minutes: must be positive (or null for no limit), got -1.0"),
     ("discriminator.pairs_per_round=0", "discriminator.pairs_per_round: must be positive"),
     ("eval.num_examples=-1", "eval.num_examples: must be zero or more, got -1"),
+    ("model.generator.num_heads=0", "model.generator.num_heads: must be positive, got 0"),
+    ("model.discriminator.num_layers=-1", "model.discriminator.num_layers: must be positive"),
+    ("model.generator.dropout=2", "model.generator.dropout: must be in [0, 1), got 2.0"),
+    ("pretrain.label_smoothing=2", "pretrain.label_smoothing: must be in [0, 1)"),
+    ("discriminator.label_smoothing=1", "discriminator.label_smoothing: must be in [0, 1)"),
+    ("pretrain.epochs=0", "pretrain.epochs: must be positive, got 0"),
+    ("pretrain.grad_clip=-1", "pretrain.grad_clip: must be positive"),
+    ("adversarial.gumbel_tau=0", "adversarial.gumbel_tau: must be positive"),
+    ("adversarial.kl_coef=-1", "adversarial.kl_coef: must be zero or more"),
+    ("tokenizer.vocab_size=99999999999", "tokenizer.vocab_size: must be at most 1,000,000"),
+    ("tokenizer.max_sentences=-1", "tokenizer.max_sentences: must be positive"),
+    ("runtime.threads=99999999999999999999", "runtime.threads: must be at most 4,096"),
+    ("sample.temperature=.nan", "sample.temperature: must be a finite number, got nan"),
+    ("pretrain.lr=.inf", "pretrain.lr: must be a finite number, got inf"),
+    ("model.discriminator.filter_sizes=[0]", "model.discriminator.filter_sizes: positive integers"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -98,6 +98,20 @@ def test_respond_errors_are_one_line(finished_run, tmp_path, capsys):
     bad.write_bytes(b"random bytes, not a checkpoint")
     assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", str(bad), "hi") == 2
     assert "not a readable checkpoint" in one_line(capsys.readouterr().err)
+    assert run_cli("respond", "--run-dir", finished_run, "--checkpoint", "best", "hi") == 2
+    assert "--checkpoint takes pretrained, adversarial or the path" in one_line(capsys.readouterr().err)
+
+
+def test_input_that_is_not_utf8_is_answered(finished_run, capsys):
+    from seqgan.chat import chat_loop
+    from seqgan.config import from_dict
+
+    # a command-line argument keeps undecodable bytes as surrogates: "caf\xe9"
+    assert run_cli("respond", "--run-dir", finished_run, "--json", "caf\udce9 ok") == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["response"], str)
+    r = RunDir(finished_run)
+    stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9 ok\nhi\n/quit\n"), encoding="utf-8")
+    assert chat_loop(from_dict(r.read_config()), r, None, stdin=stdin, stdout=io.StringIO()) == {"turns": 2}
 
 
 def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
@@ -161,6 +175,10 @@ def test_evaluate_compare_two_runs(finished_run, tmp_path, capsys):
     assert run_cli("evaluate", "--compare", str(finished_run), str(finished_run), "--json") == 0
     assert list(json.loads(capsys.readouterr().out)["runs"]) == [str(finished_run)]
     assert run_cli("evaluate", "--compare", "/nonexistent/run") == 2
+    capsys.readouterr()
+    # a setting after the runs is not a run directory, and compare would not apply it
+    assert run_cli("evaluate", "--compare", str(finished_run), str(other), "eval.max_pairs=3") == 2
+    assert "settings such as eval.max_pairs=3 do not apply" in one_line(capsys.readouterr().err)
 
 
 def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():

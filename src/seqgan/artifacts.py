@@ -42,6 +42,9 @@ def generator_path(run: RunDir, which: str | None) -> tuple[str, Path]:
             hint = "seqgan pretrain generator" if which == "pretrained" else "seqgan train"
             raise SeqGANError(f"{run.root} has no {which} generator yet; run '{hint} --run-dir {run.root}' first")
         return which, path
+    if not Path(which).exists():
+        raise CheckpointError(f"checkpoint not found: {which} (--checkpoint takes pretrained, adversarial or the path "
+                              "of a checkpoint file)")
     return "custom", Path(which)
 
 

@@ -41,7 +41,9 @@ def check_sample_options(opts: SampleConfig, longest: int) -> None:
 
 def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
     """The last data.context_turns turns joined as in training, cut to the most recent max_len tokens."""
-    turns = [" ".join(t.split()) for t in turns if t.strip()]
+    # bytes that are not UTF-8 (a command-line argument keeps them as surrogates) become U+FFFD
+    turns = [" ".join(t.encode("utf-8", "surrogateescape").decode("utf-8", "replace").split())
+             for t in turns if t.strip()]
     if not turns:
         raise SeqGANError("the context is empty: say something")
     if any(len(t) > MAX_INPUT_CHARS for t in turns):
@@ -104,6 +106,8 @@ strategy greedy|sample|beam, num_beams, max_len), /show (current options)"""
 
 def chat_loop(cfg: Config, run: RunDir, which: str | None, stdin=sys.stdin, stdout=sys.stdout) -> dict:
     r = Responder(cfg, run, which)
+    if hasattr(stdin, "reconfigure"):  # bytes that are not UTF-8 read as U+FFFD, not end the session
+        stdin.reconfigure(errors="replace")
     opts = replace(cfg.sample)
     history: list[str] = []
     print(f"seqgan chat: {r.which} generator from {run.root}. {HELP}", file=stdout, flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -230,8 +231,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         command = " ".join(self.prog.split()[1:2])
+        # argparse lists the optional overrides among the required positionals that precede them
+        message = message.replace(", section.key=value", "")
         print(f"seqgan: {message} (see 'seqgan {command + ' ' if command else ''}--help')", file=sys.stderr)
         sys.exit(2)
+
+
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")  # section.key=value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -243,6 +249,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = list(args.overrides) + extra
+    if getattr(args, "compare", None):
+        settings = [a for a in args.compare if OVERRIDE.match(a)] + args.overrides
+        if settings:  # --compare's list would take them for run directories
+            parser.error(f"evaluate --compare reads each run's eval.json; settings such as {settings[0]} do not "
+                         "apply (evaluate that run with them first: seqgan evaluate --run-dir DIR SETTING)")
     return args
 
 

@@ -7,6 +7,7 @@ values of the wrong type raise `ConfigError` naming the key. Presets live in `co
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -408,6 +409,10 @@ def load_config(name_or_path: str = "chitchat-cpu", overrides: list[str] | None 
 def validate(cfg: Config) -> None:
     """Value checks beyond types; each error names the key."""
     flat = flatten(to_dict(cfg))
+    for key, value in flat.items():  # NaN passes no comparison below, so it is refused first
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}: must be a finite number, got {value}")
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {flat[key]!r}")
@@ -419,7 +424,11 @@ def validate(cfg: Config) -> None:
         "oracle.num_samples", "oracle.rollouts", "oracle.embed_dim", "oracle.hidden_dim", "oracle.d_embed_dim",
         "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs", "runtime.checkpoint_every",
         "pretrain.log_every", "discriminator.log_every", "adversarial.log_every", "adversarial.eval_every",
-        "adversarial.g_steps",
+        "adversarial.g_steps", "tokenizer.max_sentences", "pretrain.epochs", "discriminator.epochs_per_round",
+        "adversarial.d_pairs", "pretrain.grad_clip", "discriminator.grad_clip", "adversarial.grad_clip",
+        "adversarial.gumbel_tau", "runtime.checkpoint_minutes", "runtime.max_nonfinite",
+        *(f"model.{m}.{k}" for m in ("generator", "discriminator")
+          for k in ("embed_dim", "hidden_dim", "ff_dim", "num_layers", "num_heads", "max_len")),
     ]
     for key in positive:
         if flat[key] <= 0:
@@ -429,9 +438,25 @@ def validate(cfg: Config) -> None:
         if not flat[key] > 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
     for key in ("oracle.mle_epochs", "oracle.d_pretrain_rounds", "oracle.adv_rounds", "oracle.adv_d_steps",
-                "oracle.d_l2"):
+                "oracle.d_l2", "pretrain.warmup_steps", "discriminator.rounds", "adversarial.steps",
+                "adversarial.d_steps", "adversarial.d_epochs", "adversarial.mle_every", "adversarial.mle_weight",
+                "adversarial.penalty_lambda", "adversarial.entropy_coef", "adversarial.kl_coef", "runtime.threads"):
         if not flat[key] >= 0:
             raise ConfigError(f"{key}: must be zero or more, got {flat[key]}")
+    for key in ("model.generator.dropout", "model.discriminator.dropout", "pretrain.label_smoothing",
+                "discriminator.label_smoothing", "adversarial.baseline_decay", "oracle.d_dropout"):
+        if not 0.0 <= flat[key] < 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1), got {flat[key]}")
+    if not 0.0 <= cfg.pretrain.min_lr_ratio <= 1.0:
+        raise ConfigError(f"pretrain.min_lr_ratio: must be in [0, 1], got {cfg.pretrain.min_lr_ratio}")
+    if not 0.0 < cfg.tokenizer.character_coverage <= 1.0:
+        raise ConfigError(f"tokenizer.character_coverage: must be in (0, 1], got {cfg.tokenizer.character_coverage}")
+    for key, most in (("tokenizer.vocab_size", 1_000_000), ("runtime.threads", 4096)):
+        if flat[key] > most:
+            raise ConfigError(f"{key}: must be at most {most:,}, got {flat[key]}")
+    for key in ("model.discriminator.filter_sizes", "model.discriminator.num_filters"):
+        if not flat[key] or any(v <= 0 for v in flat[key]):
+            raise ConfigError(f"{key}: positive integers, got {flat[key]}")
     for key in ("data.max_dialogues", "pretrain.max_steps", "pretrain.max_minutes", "discriminator.pairs_per_round",
                 "adversarial.max_minutes", "eval.max_pairs"):
         if flat[key] is not None and not flat[key] > 0:
@@ -441,8 +466,6 @@ def validate(cfg: Config) -> None:
     for key in ("adversarial.rollout_update", "oracle.rollout_update"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}: must be in [0, 1], got {flat[key]}")
-    if not 0.0 <= cfg.oracle.d_dropout < 1.0:
-        raise ConfigError(f"oracle.d_dropout: must be in [0, 1), got {cfg.oracle.d_dropout}")
     for key in ("model.generator", "model.discriminator"):
         m = getattr(cfg.model, key.split(".")[1])
         if m.arch == "transformer" and m.hidden_dim % m.num_heads:

@@ -204,6 +204,8 @@ class RunDir:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
+            if not isinstance(rec, dict):
+                continue  # not a record this tool writes
             if stage is None or rec.get("stage") == stage:
                 out.append(rec)
         return out

@@ -381,3 +381,21 @@ def test_a_command_that_stops_on_a_missing_stage_leaves_config_yaml_as_it_was(tm
         assert run_cli(*args, "--run-dir", run, "sample.temperature=7", "pretrain.epochs=9") == 2, args
         capsys.readouterr()
         assert (run / "config.yaml").read_text() == before, args
+
+
+def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain") == 2  # overrides are optional: only the model is named as missing
+    assert one_line(capsys.readouterr().err).startswith("seqgan: the following arguments are required: model (")
+    test = run.split_path("test")
+    test.write_bytes(test.read_bytes()[: test.stat().st_size // 2])  # a split cut short
+    assert run_cli("evaluate", "--run-dir", run.root) == 2
+    assert "is not a prepared split" in one_line(capsys.readouterr().err)
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", tmp_path / "n", "data.corpus=jsonl",
+                   "data.path=~no_such_user_here/c.jsonl") == 2
+    assert "data.path=~no_such_user_here/c.jsonl" in one_line(capsys.readouterr().err)
+    run.log("stage", a=1)
+    with open(run.metrics_path, "a") as f:
+        f.write("5\n[1, 2]\n")  # JSON, but not records
+    run.log("stage", a=2)
+    assert [r["a"] for r in run.read_metrics("stage")] == [1, 2]

@@ -191,6 +191,14 @@ def read_tsv(path: Path) -> Corpus:
     return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path))
 
 
+def _user_path(path: str) -> Path:
+    """data.path with ~ expanded; an unknown ~user is one line, not a traceback."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as e:  # no home directory for that user
+        raise DataError(f"data.path={path}: {e}") from None
+
+
 def read_corpus(cfg: DataConfig) -> Corpus:
     if cfg.corpus == "chitchat":
         return read_chitchat()
@@ -199,8 +207,8 @@ def read_corpus(cfg: DataConfig) -> Corpus:
             from seqgan.data.download import fetch_dailydialog
 
             return read_dailydialog(fetch_dailydialog(cfg))
-        return read_dailydialog(Path(cfg.path).expanduser())
+        return read_dailydialog(_user_path(cfg.path))
     if cfg.path is None:
         raise DataError(f"data.corpus={cfg.corpus} needs data.path=FILE")
-    path = Path(cfg.path).expanduser()
+    path = _user_path(cfg.path)
     return read_jsonl(path) if cfg.corpus == "jsonl" else read_tsv(path)

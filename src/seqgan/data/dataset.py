@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ class PairDataset:
                 texts = json.loads(z["texts"].tobytes().decode())
                 return cls(z["context_ids"], z["context_offsets"], z["response_ids"], z["response_offsets"],
                            z["dialogue_ids"], texts)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             raise DataError(f"{path} is not a prepared split ({e}); run 'seqgan prepare --force'") from None
 
     def __len__(self) -> int:

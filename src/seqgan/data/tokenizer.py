@@ -76,7 +76,7 @@ def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_
             user_defined_symbols=[SEP], hard_vocab_limit=False, input_sentence_size=max_sentences,
             shuffle_input_sentence=True, num_threads=1, minloglevel=2, max_sentence_length=1 << 16,
         )
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, OverflowError) as e:
         raise DataError(f"tokenizer training failed: {str(e).splitlines()[0][:200]}") from None
     (out_dir / "spm.model").write_bytes(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
