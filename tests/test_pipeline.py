@@ -179,6 +179,8 @@ def test_evaluate_compare_two_runs(finished_run, tmp_path, capsys):
     # a setting after the runs is not a run directory, and compare would not apply it
     assert run_cli("evaluate", "--compare", str(finished_run), str(other), "eval.max_pairs=3") == 2
     assert "settings such as eval.max_pairs=3 do not apply" in one_line(capsys.readouterr().err)
+    assert run_cli("evaluate", "--compare", str(finished_run), "--seed", "5") == 2
+    assert "settings such as --seed 5 do not apply" in one_line(capsys.readouterr().err)
 
 
 def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():

@@ -251,6 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.overrides = list(args.overrides) + extra
     if getattr(args, "compare", None):
         settings = [a for a in args.compare if OVERRIDE.match(a)] + args.overrides
+        settings += [] if args.seed is None else [f"--seed {args.seed}"]
         if settings:  # --compare's list would take them for run directories
             parser.error(f"evaluate --compare reads each run's eval.json; settings such as {settings[0]} do not "
                          "apply (evaluate that run with them first: seqgan evaluate --run-dir DIR SETTING)")
