@@ -45,7 +45,7 @@ class DataConfig:
 class TokenizerConfig:
     vocab_size: int = 8000
     model_type: str = "bpe"  # bpe | unigram
-    character_coverage: float = 0.9995
+    character_coverage: float = 1.0  # every character seen in training gets a piece (0.9995 dropped digits)
     max_sentences: int = 300000  # sentences sampled to train SentencePiece
 
 

@@ -26,8 +26,36 @@ def test_dailydialog_official_folder_keeps_the_split(tmp_path):
 
 def test_dailydialog_tokenised_line_format(tmp_path):
     p = tmp_path / "d.txt"
-    p.write_text("Say , Jim , how about going ? __eou__ Sure . __eou__ \n", encoding="utf-8")
-    assert read_dailydialog(p).dialogues == [["Say , Jim , how about going ?", "Sure ."]]
+    p.write_text("Say , Jim , how about going ? __eou__ Sure . __eou__ \n"
+                 "I ’ m fine , thanks . __eou__ Don ’ t worry ! It ’ s $ 5 ( 50 % off ) ; ok ? __eou__\n",
+                 encoding="utf-8")
+    # the spacing undone: as people type, and as chat and serve receive it
+    assert read_dailydialog(p).dialogues == [["Say, Jim, how about going?", "Sure."],
+                                             ["I'm fine, thanks.", "Don't worry! It's $5 (50% off); ok?"]]
+
+
+def test_dailydialog_official_splits_still_zipped(tmp_path):
+    """The official archive unzipped once: its splits are train.zip, validation.zip and test.zip."""
+    import io
+    import zipfile
+
+    d = dialogues(12, seed=2)
+    root = tmp_path / "ijcnlp_dailydialog"
+    root.mkdir()
+    (root / "dialogues_text.txt").write_text("".join(" __eou__ ".join(x) + " __eou__\n" for x in d))
+    for split, part in (("train", d[:8]), ("validation", d[8:10]), ("test", d[10:])):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(f"{split}/dialogues_{split}.txt", "".join(" __eou__ ".join(x) + " __eou__\n" for x in part))
+        (root / f"{split}.zip").write_bytes(buf.getvalue())
+    for path in (root, tmp_path):  # the folder itself, or the one it was unzipped into
+        c = read_dailydialog(path)
+        assert c.dialogues == d and c.official_split == ["train"] * 8 + ["valid"] * 2 + ["test"] * 2
+    assert sorted(p.name for p in root.iterdir()) == ["dialogues_text.txt", "test.zip", "train.zip",
+                                                      "validation.zip"]  # nothing extracted
+    (root / "train.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="train.zip is not a valid zip archive"):
+        read_dailydialog(root)
 
 
 def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):

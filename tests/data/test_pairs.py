@@ -67,5 +67,6 @@ def test_empty_and_overlong_utterances_are_counted_and_skipped():
     dialogs = [["a", "", "b", long, "c", "d"]] * 4
     splits, skipped, _ = build_splits(Corpus(dialogs), DataConfig(), 0)
     assert skipped["empty_utterances"] == 4 and skipped["long_utterances"] == 4
-    # the dialogue is cut at the long utterance: no pair bridges it
-    assert sorted(set(zip(splits["train"].contexts, splits["train"].responses, strict=False))) == [("a", "b"), ("c", "d")]
+    # the dialogue is cut at the empty and the long utterance: no pair bridges either (the turns
+    # on both sides are the same speaker's)
+    assert sorted(set(zip(splits["train"].contexts, splits["train"].responses, strict=False))) == [("c", "d")]

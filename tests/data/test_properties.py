@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from seqgan.chat import encode_context
 from seqgan.config import Config
-from seqgan.data.corpora import EOU, read_dailydialog, read_jsonl, read_tsv
+from seqgan.data.corpora import EOU, detokenize_dailydialog, read_dailydialog, read_jsonl, read_tsv
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from seqgan.errors import DataError, SeqGANError
 
@@ -61,8 +61,8 @@ def test_dailydialog_lines_round_trip(tmp_path, dialogs):
     path = tmp_path / "dialogues_text.txt"
     path.write_text("".join(f" {EOU} ".join(d) + f" {EOU}\n" for d in dialogs), encoding="utf-8")
     corpus = _read_or_data_error(read_dailydialog, path)
-    assert corpus is not None
-    assert corpus.dialogues == [[" ".join(t.split()) for t in d] for d in dialogs]
+    assert corpus is not None  # each line one dialogue, each utterance as typed (spacing undone)
+    assert corpus.dialogues == [[detokenize_dailydialog(t) for t in d] for d in dialogs]
 
 
 @SETTINGS

@@ -148,3 +148,29 @@ def test_mismatched_negatives_come_from_other_dialogues(tiny_run):
     for k in mismatched:  # a real response of a pair from another dialogue
         sources = [j for j in range(len(data)) if np.array_equal(data.response(j), ex.responses[n + k])]
         assert any(data.dialogue_id(j) != data.dialogue_id(int(idx[k])) for j in sources)
+
+
+def test_a_mismatched_negative_is_never_the_pairs_own_reply():
+    """A stock reply ("thank you .") recurs across dialogues: as a negative it would be labelled
+    fake in one example and real in another."""
+    import numpy as np
+
+    from seqgan.training.discriminator import mismatched_indices
+
+    class Pairs:  # 40 dialogues of 3 pairs; every dialogue's second reply is the same stock reply
+        replies = [np.array([7, 3]) if i % 3 == 1 else np.array([10 + i, 3]) for i in range(120)]
+
+        def __len__(self):
+            return 120
+
+        def dialogue_ids(self):
+            return np.arange(120) // 3
+
+        def response(self, i):
+            return self.replies[i]
+
+    data = Pairs()
+    idx = np.arange(120)
+    other = mismatched_indices(data, idx, np.random.default_rng(0))
+    assert (data.dialogue_ids()[other] != data.dialogue_ids()[idx]).all()
+    assert not any(np.array_equal(data.response(int(o)), data.response(int(i))) for o, i in zip(other, idx, strict=True))

@@ -8,7 +8,9 @@ has one (DailyDialog's folder layout), and counts of what was skipped. Unreadabl
 from __future__ import annotations
 
 import json
+import re
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,11 @@ def read_text(path: Path) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
+    return _decode(raw, path)
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8 text of a file's bytes (a BOM dropped), or a DataError naming what is wrong."""
     if not raw.strip():
         raise DataError(f"{path} is empty")
     if b"\x00" in raw[:65536]:
@@ -91,6 +98,24 @@ def read_chitchat() -> Corpus:
 # ----------------------------------------------------------------------------- dailydialog
 
 
+_DD_SPACING = [
+    (re.compile(r" ([,.!?;:%)\]}])"), r"\1"),  # no space before closing punctuation
+    (re.compile(r"([(\[{$]) "), r"\1"),  # nor after opening
+    (re.compile(r"(\w) ' (s|m|re|ve|ll|d|t)\b", re.IGNORECASE), r"\1'\2"),  # I ' m -> I'm, don ' t -> don't
+    (re.compile(r"(\w) n't\b", re.IGNORECASE), r"\1n't"),
+]
+
+
+def detokenize_dailydialog(text: str) -> str:
+    """DailyDialog's text is tokenized (`I ’ m fine , thanks .`); people type `I'm fine, thanks.`,
+    which is what chat and serve receive. Undo the spacing (and the typographic apostrophe) so
+    that training text and typed input encode alike."""
+    text = normalize(text).replace("’", "'").replace("‘", "'")
+    for pattern, repl in _DD_SPACING:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def parse_dailydialog(text: str, path: Path) -> list[list[str]]:
     if EOU not in text:
         raise DataError(f"{path}: no '{EOU}' separators found; is this a DailyDialog dialogues file?")
@@ -101,33 +126,60 @@ def parse_dailydialog(text: str, path: Path) -> list[list[str]]:
         parts = line.split(EOU)
         if parts and not parts[-1].strip():
             parts = parts[:-1]
-        dialogues.append([normalize(p) for p in parts])
+        dialogues.append([detokenize_dailydialog(p) for p in parts])
     return dialogues
 
 
+def _zip_of(path: Path, split: str) -> Path:
+    return path / f"{DD_SPLITS[split].split('/')[0]}.zip"  # train.zip, validation.zip, test.zip
+
+
+def _zipped_split(z: Path, split: str) -> str:
+    """The split's dialogues file read from inside its zip (as the official archive holds it)."""
+    name = DD_SPLITS[split].split("/")[1]
+    try:
+        with zipfile.ZipFile(z) as zf:
+            member = next((m for m in zf.namelist() if m.endswith(name)), None)
+            if member is None:
+                raise DataError(f"{z}: no {name} inside")
+            return _decode(zf.read(member), z / member)
+    except zipfile.BadZipFile:
+        raise DataError(f"{z} is not a valid zip archive") from None
+
+
+def _has_splits(path: Path) -> bool:
+    return any((path / rel).exists() or _zip_of(path, s).is_file() for s, rel in DD_SPLITS.items())
+
+
 def read_dailydialog(path: Path) -> Corpus:
-    """The official folder (train/validation/test kept) or one dialogues_text.txt."""
-    if path.is_dir():
-        found = {s: path / rel for s, rel in DD_SPLITS.items() if (path / rel).exists()}
-        if not found:
-            nested = [p for p in path.iterdir() if p.is_dir() and any((p / r).exists() for r in DD_SPLITS.values())]
-            if nested:
-                return read_dailydialog(nested[0])
-            whole = path / "dialogues_text.txt"
-            if whole.exists():
-                return read_dailydialog(whole)
-            raise DataError(f"{path}: no DailyDialog files found (expected {', '.join(DD_SPLITS.values())} "
-                            "or dialogues_text.txt)")
-        if "train" not in found:
-            raise DataError(f"{path}: missing {DD_SPLITS['train']}")
-        dialogues, split = [], []
-        for s, p in found.items():
-            d = parse_dailydialog(read_text(p), p)
-            dialogues += d
-            split += [s] * len(d)
-        return Corpus(dialogues, official_split=split, fingerprint=_fingerprint(*found.values()))
-    text = read_text(path)
-    return Corpus(parse_dailydialog(text, path), fingerprint=_fingerprint(path))
+    """The official folder (train/validation/test kept, extracted or still as train.zip, ...) or
+    one dialogues_text.txt."""
+    if not path.is_dir():
+        return Corpus(parse_dailydialog(read_text(path), path), fingerprint=_fingerprint(path))
+    files = {s: path / rel for s, rel in DD_SPLITS.items() if (path / rel).exists()}
+    zips = {} if files else {s: _zip_of(path, s) for s in DD_SPLITS if _zip_of(path, s).is_file()}
+    if not files and not zips:
+        nested = [p for p in sorted(path.iterdir()) if p.is_dir() and _has_splits(p)]
+        if nested:
+            return read_dailydialog(nested[0])
+        whole = path / "dialogues_text.txt"
+        if whole.exists():
+            return read_dailydialog(whole)
+        raise DataError(f"{path}: no DailyDialog files found (expected {', '.join(DD_SPLITS.values())}, "
+                        "the official train.zip, validation.zip and test.zip, or dialogues_text.txt)")
+    if "train" not in files and "train" not in zips:
+        raise DataError(f"{path}: missing {DD_SPLITS['train']}" + (" (train.zip)" if zips else ""))
+    dialogues, split = [], []
+    for s in DD_SPLITS:
+        if s in files:
+            d = parse_dailydialog(read_text(files[s]), files[s])
+        elif s in zips:
+            d = parse_dailydialog(_zipped_split(zips[s], s), zips[s])
+        else:
+            continue
+        dialogues += d
+        split += [s] * len(d)
+    return Corpus(dialogues, official_split=split, fingerprint=_fingerprint(*files.values(), *zips.values()))
 
 
 # ----------------------------------------------------------------------------- jsonl / tsv

@@ -21,12 +21,13 @@ class Pairs:
 
 
 def clean_dialogue(turns: list[str], max_chars: int, skipped: dict[str, int]) -> list[list[str]]:
-    """Drop empty and over-long utterances, counting them. A dialogue is cut where an over-long
-    utterance was (so no pair joins the utterances on either side of it); an empty one is dropped."""
+    """Drop empty and over-long utterances, counting them. A dialogue is cut where one was, so no
+    pair joins the utterances on either side of it: they come from the same speaker."""
     pieces: list[list[str]] = [[]]
     for t in turns:
         if not t:
             skipped["empty_utterances"] += 1
+            pieces.append([])
             continue
         if len(t) > max_chars:
             skipped["long_utterances"] += 1

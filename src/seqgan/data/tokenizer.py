@@ -55,7 +55,7 @@ class Tokenizer:
 
 
 def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_type: str = "bpe",
-                    character_coverage: float = 0.9995, max_sentences: int = 300000, seed: int = 0) -> Tokenizer:
+                    character_coverage: float = 1.0, max_sentences: int = 300000, seed: int = 0) -> Tokenizer:
     """Train SentencePiece on `sentences`; write out_dir/spm.model and spm.vocab.
 
     The same sentences and settings give the same spm.model bytes, hence the same tokenizer hash,

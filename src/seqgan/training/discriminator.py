@@ -51,15 +51,25 @@ class DExamples:
 
 
 def mismatched_indices(data: PairDataset, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """For each pair in idx, the index of a pair from a different dialogue (its response is the negative)."""
+    """For each pair in idx, the index of a pair from a different dialogue whose response is not
+    the pair's own response (a stock reply such as "thank you ." recurs across dialogues): the
+    mismatched negative. After 100 draws a pair that finds none keeps its last draw."""
     dialogue = data.dialogue_ids()
     if len(np.unique(dialogue)) < 2:
         raise ValueError("mismatched negatives need at least two dialogues")
     out = rng.integers(0, len(data), size=len(idx))
-    bad = dialogue[out] == dialogue[idx]
-    while bad.any():  # resample the few that landed in their own dialogue
+
+    def bad_draws() -> np.ndarray:
+        same = dialogue[out] == dialogue[idx]
+        return same | np.array([not s and np.array_equal(data.response(int(o)), data.response(int(i)))
+                                for s, o, i in zip(same, out, idx, strict=True)], dtype=bool)
+
+    bad = bad_draws()
+    for _ in range(100):  # resample the few that landed in their own dialogue or on the same reply
+        if not bad.any():
+            break
         out[bad] = rng.integers(0, len(data), size=int(bad.sum()))
-        bad = dialogue[out] == dialogue[idx]
+        bad = bad_draws()
     return out
 
 
