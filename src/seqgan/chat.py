@@ -69,10 +69,14 @@ class Responder:
 
     @torch.no_grad()
     def respond_batch(self, contexts: list[list[str]], opts: SampleConfig) -> list[dict]:
+        """One reply per context (its turns, oldest first)."""
+        return self.respond_ids([encode_context(self.tokenizer, c, self.cfg) for c in contexts], opts)
+
+    def respond_ids(self, ids: list[np.ndarray], opts: SampleConfig) -> list[dict]:
+        """One reply per encoded context (e.g. a prepared split's)."""
         from seqgan.training.generate import pad_batch, strip_tokens
 
         t0 = time.monotonic()
-        ids = [encode_context(self.tokenizer, c, self.cfg) for c in contexts]
         src, src_mask = pad_batch(ids)
         tokens = sample(self.model, src.to(self.device), src_mask.to(self.device), max_len=opts.max_len,
                         strategy=opts.strategy, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,

@@ -36,9 +36,10 @@ def output_format(out: str | None) -> str:
 
 
 def context_turns(text: str, cfg: Config) -> list[str]:
-    """A prepared context (turns joined by data.context_separator) back into its turns."""
+    """A prepared context (turns joined by data.context_separator) back into its turns, for
+    display (the generators read the prepared ids themselves)."""
     sep = cfg.data.context_separator.strip() or cfg.data.context_separator
-    return [t.strip() for t in text.split(sep) if t.strip()]
+    return [t.strip() for t in text.split(sep) if t.strip()] if sep else [text]
 
 
 def compare(cfg: Config, run: RunDir, split: str = "test", n: int = 50, out: str | None = None) -> dict:
@@ -69,8 +70,9 @@ def compare(cfg: Config, run: RunDir, split: str = "test", n: int = 50, out: str
         step = cfg.sample.batch_size
         for start in range(0, len(examples), step):
             chunk = examples[start : start + step]
-            for ex, r in zip(chunk, responder.respond_batch([ex["context"] for ex in chunk], cfg.sample),
-                             strict=True):
+            # the prepared ids: the context exactly as training saw it (a turn may hold the separator)
+            replies = responder.respond_ids([data.context(ex["index"]) for ex in chunk], cfg.sample)
+            for ex, r in zip(chunk, replies, strict=True):
                 ex[which] = r["response"]
     result = {"run": str(run.root), "split": split, "seed": cfg.runtime.seed,
               "sampling": {k: v for k, v in vars(cfg.sample).items() if k != "batch_size"},

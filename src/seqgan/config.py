@@ -478,6 +478,9 @@ def validate(cfg: Config) -> None:
     if a_len is not None and (a_len <= 0 or (g.arch == "transformer" and a_len > g.max_len)):
         raise ConfigError(f"adversarial.max_len: must be positive and at most model.generator.max_len "
                           f"({g.max_len}), got {a_len}")
+    if cfg.data.context_turns > 1 and not cfg.data.context_separator:
+        raise ConfigError("data.context_separator: must not be empty when data.context_turns > 1 (it marks "
+                          "where one turn ends)")
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")

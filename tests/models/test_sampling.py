@@ -10,6 +10,7 @@ from seqgan.models.sampling import (
     continue_sampling,
     filter_logits,
     inverse_cdf_sample,
+    pick_tokens,
     sample,
 )
 from seqgan.training.policy import shift_right
@@ -254,3 +255,13 @@ def test_two_level_inverse_cdf_matches_probabilities_on_a_large_vocabulary():
     flat = torch.searchsorted(probs.cumsum(-1).expand(1000, -1).contiguous(), (u * probs.sum())[:, None],
                              right=True).squeeze(1)
     assert (inverse_cdf_sample(probs.expand(1000, -1), u=u) == flat).float().mean() > 0.99
+
+
+def test_tiny_temperature_and_top_p_behave_as_greedy_instead_of_underflowing():
+    """logits / 1e-300 is inf and a top_p of 1e-300 is 0 in float32: both used to give garbage
+    (every token dropped, or NaN probabilities); they are raised to the smallest that behave."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 50, generator=g) * 3
+    greedy = logits.argmax(-1)
+    for kwargs in ({"temperature": 1e-300}, {"temperature": 1e-30}, {"top_p": 1e-300}, {"top_p": 1e-30}):
+        assert torch.equal(pick_tokens(logits, generator=torch.Generator().manual_seed(1), **kwargs), greedy), kwargs

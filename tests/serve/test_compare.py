@@ -72,3 +72,25 @@ def test_without_adversarial_generator_the_column_is_left_out(serve_runs, capsys
     assert run_cli("compare", "--run-dir", serve_runs["pretrained"], "--n", "3") == 0
     captured = capsys.readouterr()
     assert "| # | context | pretrained | reference |" in captured.out and "no adversarial generator" in captured.err
+
+
+def test_the_generators_read_the_prepared_context_ids(full_run, capsys, monkeypatch):
+    """Not the context text split again at the separator, which a turn may itself contain."""
+    from seqgan.chat import Responder
+    from seqgan.data.dataset import PairDataset
+    from seqgan.rundir import RunDir
+
+    seen = []
+    real = Responder.respond_ids
+
+    def spy(self, ids, opts):
+        seen.extend(ids)
+        return real(self, ids, opts)
+
+    monkeypatch.setattr(Responder, "respond_ids", spy)
+    result = compare_json(capsys, "--run-dir", full_run, "--n", "5")
+    data = PairDataset.load(RunDir(full_run).split_path("test"))
+    want = [data.context(ex["index"]) for ex in result["examples"]]
+    assert len(seen) == 2 * len(want)  # both generators
+    for got, ids in zip(seen, want + want, strict=True):
+        assert list(got) == list(ids)

@@ -167,3 +167,26 @@ def test_close_fails_the_batch_in_flight_and_the_batcher_starts_again():
 
     first, again = run(main())
     assert isinstance(first[0], ShuttingDown) and again == ("k", 2)
+
+
+def test_refuse_waiting_answers_queued_requests_at_once_and_lets_the_running_batch_finish():
+    """A server that is stopping: what waits for a batch gets ShuttingDown now (a 503), the batch
+    being computed still answers, and later requests are refused until close()."""
+    fn = Recorder(delay=0.3)
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0)
+        jobs = [asyncio.ensure_future(b.submit("k", i)) for i in range(4)]
+        await asyncio.sleep(0.05)  # item 0 is being computed, 1-3 wait
+        assert b.refuse_waiting() == 3
+        with pytest.raises(ShuttingDown):
+            await b.submit("k", 9)
+        out = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.close()
+        again = await b.submit("k", 5)  # closed, then started by a new lifespan: serves again
+        await b.close()
+        return out, again
+
+    out, again = run(main())
+    assert out[0] == ("k", 0) and all(isinstance(e, ShuttingDown) for e in out[1:])
+    assert fn.calls[0] == ("k", [0]) and again == ("k", 5)

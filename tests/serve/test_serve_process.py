@@ -54,3 +54,42 @@ def test_serve_subprocess_round_trip(full_run, port, tmp_path):
     assert proc.returncode == 0, log.read_text()[-2000:]
     stats = json.loads(out)
     assert stats["url"] == url and stats["requests"] == 1
+
+
+def test_sigterm_under_load_answers_every_queued_request_with_json(full_run, port, tmp_path):
+    """Requests still queued when the server stops get a JSON 503 at once (uvicorn alone would
+    cancel them after its grace period: a plain-text 500 and a traceback each)."""
+    import asyncio
+    import signal
+
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "seqgan", "serve", "--run-dir", str(full_run),
+                                 "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", "1"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_healthy(proc, url)
+
+        async def load():
+            limits = httpx.Limits(max_connections=200)  # every request on its own connection, at once
+            async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+                body = {"context": ["hello how are you"], "strategy": "beam", "num_beams": 16}
+                jobs = [asyncio.ensure_future(http.post("/v1/respond", json=body)) for _ in range(200)]
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+                proc.send_signal(signal.SIGTERM)  # with most of the 200 still queued
+                return await asyncio.gather(*jobs, return_exceptions=True)
+
+        replies = asyncio.run(load())
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    codes = [r.status_code for r in replies if isinstance(r, httpx.Response)]
+    assert len(codes) == 200, [r for r in replies if not isinstance(r, httpx.Response)][:3]
+    # answered at once, not computed through the grace period: most of the queue is refused
+    assert set(codes) <= {200, 503} and codes.count(503) >= 100 and 200 in codes, codes
+    for r in replies:
+        if r.status_code == 503:
+            assert "shutting down" in r.json()["error"]
+    assert "Traceback" not in log.read_text() and proc.returncode == 0

@@ -16,6 +16,10 @@ from torch import nn
 from seqgan.models.noise import RowNoise
 
 STRATEGIES = ("sample", "greedy", "beam")
+# tiny positive values are legal but underflow in float32 (logits / 1e-320 = inf; a top_p of 1e-320
+# becomes 0 and drops every token): they are raised to the smallest that behaves the same
+MIN_TEMPERATURE = 1e-4  # below this sampling is greedy in effect, and 1/T overflows soon after
+MIN_TOP_P = 1e-6
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -24,6 +28,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
+        top_p = max(top_p, MIN_TOP_P)
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         # drop a token when the tokens before it already reach top_p (the first is always kept)
@@ -41,6 +46,7 @@ def pick_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     """
     if temperature <= 0:
         return logits.argmax(-1)
+    temperature = max(temperature, MIN_TEMPERATURE)
     logits = logits.float() if temperature == 1.0 else logits.float() / temperature
     logits = filter_logits(logits, top_k, top_p)
     return inverse_cdf_sample(torch.softmax(logits, dim=-1), generator, u)

@@ -27,6 +27,7 @@ from seqgan import config as C
 from seqgan.chat import Responder
 from seqgan.config import Config
 from seqgan.errors import SeqGANError
+from seqgan.models.sampling import MIN_TEMPERATURE, MIN_TOP_P
 from seqgan.rundir import RunDir
 from seqgan.serve import schemas
 from seqgan.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
@@ -35,8 +36,6 @@ from seqgan.serve.schemas import Limits, RespondRequest, describe
 log = logging.getLogger("seqgan.serve")
 
 GENERATORS = ("pretrained", "adversarial")
-MIN_TEMPERATURE = 1e-4  # below this sampling is greedy in effect, and 1/T overflows soon after
-MIN_TOP_P = 1e-6
 STATIC = {  # served name -> (file in static/, media type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
@@ -115,8 +114,7 @@ class Engine:
         top_k = req.top_k if req.top_k is not None else s.top_k
         top_p = req.top_p if req.top_p is not None else s.top_p
         max_len = min(req.max_len if req.max_len is not None else s.max_len, self.max_len)
-        # tiny positive values are legal but underflow in float32 (logits / 1e-320 = inf; a top_p of
-        # 1e-320 becomes 0 and drops every token): raise them to the smallest that behaves the same
+        # as the sampler clamps them, so that requests it treats alike share a batch
         if 0 < temperature < MIN_TEMPERATURE:
             temperature = MIN_TEMPERATURE
         top_p = max(top_p, MIN_TOP_P)

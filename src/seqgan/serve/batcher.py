@@ -62,6 +62,7 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self.batch_sizes: Counter[int] = Counter()
         self.model_seconds = 0.0
+        self._refusing = False  # set by refuse_waiting (a server shutting down)
 
     # ---------------------------------------------------------------- public
 
@@ -80,6 +81,8 @@ class MicroBatcher:
 
     async def submit(self, key: Hashable, item: Any) -> Any:
         """Queue one item and wait for its result (or the exception its batch raised)."""
+        if self._refusing:
+            raise ShuttingDown("the server is shutting down")
         self.start()
         if self.queued() >= self.max_queue:
             raise Overloaded(f"too many requests waiting ({self.max_queue}); retry shortly")
@@ -91,6 +94,17 @@ class MicroBatcher:
 
     def queued(self) -> int:
         return sum(len(g) for g in self._groups.values())
+
+    def refuse_waiting(self) -> int:
+        """Fail every request still waiting for a batch with ShuttingDown, and any that arrives
+        later, at once: a server that is stopping answers them now rather than cancel them when
+        its grace period ends. The batch being computed finishes. Returns how many were failed."""
+        self._refusing = True
+        waiting = [p for group in self._groups.values() for p in group if not p.future.done()]
+        for p in waiting:
+            p.future.set_exception(ShuttingDown("the server is shutting down"))
+        self._groups = {}
+        return len(waiting)
 
     def stats(self) -> dict:
         """Counters for /v1/info: how many requests went through in how many batches."""
@@ -121,6 +135,7 @@ class MicroBatcher:
             if not p.future.done():
                 p.future.set_exception(ShuttingDown("the server is shutting down"))
         self._groups, self._inflight = {}, []
+        self._refusing = False  # closed: a new lifespan may start it again
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

@@ -13,6 +13,7 @@ from seqgan.config import Config
 from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir
 from seqgan.serve.app import ServeConfig, create_app
+from seqgan.serve.batcher import MicroBatcher
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -38,6 +39,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose graceful shutdown first answers the requests still queued for a
+    batch with 503 (uvicorn would cancel them when its grace period ends: a plain-text 500 and a
+    traceback each) and waits only for the batch being computed."""
+
+    def __init__(self, config: uvicorn.Config, batcher: MicroBatcher):
+        super().__init__(config)
+        self.batcher = batcher
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.batcher.refuse_waiting()
+        await super().shutdown(sockets=sockets)
+
+
 class _Stopped(Exception):
     """SIGINT/SIGTERM after uvicorn's graceful shutdown (it raises the signal again once done)."""
 
@@ -58,8 +73,8 @@ def serve(cfg: Config, run: RunDir, scfg: ServeConfig, say: Callable[..., None] 
     gens = ", ".join(w for w, g in app.state.engine.generators().items() if g["available"])
     say(f"seqgan serve: {url} ({gens} generator{'s' if ',' in gens else ''} of {run.root}; "
         f"batches of up to {scfg.max_batch_size}, {scfg.max_wait_ms:g} ms wait); Ctrl-C stops")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=5))
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=5), app.state.batcher)
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _stopped) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
