@@ -28,7 +28,7 @@ from seqgan.errors import SeqGANError
 from seqgan.metrics.bleu import corpus_bleu, self_bleu, texygen_bleus, words
 from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
 from seqgan.models import build_discriminator
-from seqgan.rundir import RunDir, atomic_write_text, to_json
+from seqgan.rundir import RunDir, atomic_write_text, main_process, to_json
 from seqgan.training import discriminator as dtrain
 from seqgan.training.generate import content_tokens, contexts_of, generate_responses
 from seqgan.training.mle import validation_nll
@@ -129,10 +129,11 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
         for which, fakes in samples.items():
             ex[which] = tokenizer.decode(fakes[j].tolist())
         result["examples"].append(ex)
-    atomic_write_text(run.eval_path, to_json(result, indent=2) + "\n")
     run.log("evaluate", **{f"{w}_{k}": v for w, m in result["generators"].items() for k, v in m.items()})
-    print(format_table({str(run.root): result}), file=sys.stderr)
-    print(format_examples(result), file=sys.stderr)
+    if main_process():  # every rank has the whole result; rank 0 alone writes and prints
+        atomic_write_text(run.eval_path, to_json(result, indent=2) + "\n")
+        print(format_table({str(run.root): result}), file=sys.stderr)
+        print(format_examples(result), file=sys.stderr)
     return result
 
 

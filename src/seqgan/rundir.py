@@ -42,9 +42,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def remove_stale_temp_files(root: Path) -> list[Path]:
     """Delete temp files that a killed process left behind (`.NAME.*.tmp` of `atomic_write_bytes`).
 
-    Only safe while holding the run's lock: then no other writer can be mid-write.
+    Called while holding the run's lock, so no stage is mid-write. `seqgan export` writes into
+    RUN_DIR/export without the lock (it may run beside training), so that folder is left alone.
     """
-    stale = [p for p in Path(root).rglob(".*.tmp") if p.is_file()]
+    root = Path(root)
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file() and p.relative_to(root).parts[0] != "export"]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -74,15 +74,16 @@ def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | No
         for i, f in enumerate(fakes):
             ctx, ref = data.context_text(i), data.response_text(i)
             lines.append(f"{_tsv(ctx)}\t{_tsv(tokenizer.decode(f.tolist()))}\t{_tsv(ref)}")
-        run.samples_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.samples_dir / f"{split}.txt", "\n".join(lines) + "\n")
-        flat = np.concatenate(fakes) if fakes else np.zeros(0, np.int32)
-        offsets = np.concatenate([[0], np.cumsum([len(f) for f in fakes])]).astype(np.int64)
-        import io
+        if main_process():  # every rank has every sample; rank 0 alone writes
+            run.samples_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.samples_dir / f"{split}.txt", "\n".join(lines) + "\n")
+            flat = np.concatenate(fakes) if fakes else np.zeros(0, np.int32)
+            offsets = np.concatenate([[0], np.cumsum([len(f) for f in fakes])]).astype(np.int64)
+            import io
 
-        buf = io.BytesIO()
-        np.savez(buf, ids=flat.astype(np.int32), offsets=offsets, generator=which)
-        atomic_write_bytes(run.samples_dir / f"{split}.npz", buf.getvalue())
+            buf = io.BytesIO()
+            np.savez(buf, ids=flat.astype(np.int32), offsets=offsets, generator=which)
+            atomic_write_bytes(run.samples_dir / f"{split}.npz", buf.getvalue())
     out = {"split": split, "samples": n, "seconds": round(seconds, 1), "samples_per_s": round(n / max(seconds, 1e-9), 1),
            "path": str(run.samples_dir / f"{split}.txt")}
     run.log("generate", **out)

@@ -191,9 +191,13 @@ def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path
     stale.write_bytes(b"half a checkpoint")
     keep = run.root / "checkpoints" / "generator" / "last.pt"
     keep.write_bytes(b"whole")
+    # an export writing into the run without the lock (beside training): its temp file is not touched
+    live = run.root / "export" / "pretrained" / ".model.safetensors.xyz.tmp"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"being written")
     with run.lock():
         pass
-    assert not stale.exists() and keep.exists()
+    assert not stale.exists() and keep.exists() and live.exists()
 
 
 @pytest.mark.parametrize("args, message", [

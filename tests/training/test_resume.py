@@ -97,18 +97,37 @@ def test_a_raised_time_budget_continues_a_stage_the_old_one_stopped(tiny_run, tm
     assert _last_state(run, "adversarial")["step"] == 3
 
 
-def test_discriminator_interrupted_in_its_first_round_says_nothing_was_saved(tiny_run, tmp_path):
+def test_discriminator_resumes_inside_a_round_to_the_uninterrupted_weights(tiny_run, tmp_path):
+    """A signal inside a round saves there (the round's negatives are drawn again from the saved
+    sampler state on resume, then its batches go on); so do checkpoint_every's saves."""
     from seqgan.artifacts import load_generator
     from seqgan.training.discriminator import pretrain_discriminator
 
-    run = _copy(tiny_run, tmp_path / "r")
-    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
-    cfg = from_dict(run.read_config())
-    tok = Tokenizer.load(run.spm_model)
-    gen, _ = load_generator(cfg, run, tok, torch.device("cpu"), "pretrained")
-    with pytest.raises(Interrupted, match=r"nothing saved yet \(the stage starts over\)"):
-        pretrain_discriminator(cfg, run, torch.device("cpu"), tok, gen, stop=StopAfter(1))
-    assert not run.checkpoint("discriminator", "last").exists()
+    a = _copy(tiny_run, tmp_path / "a")
+    assert run_cli("pretrain", "generator", "--run-dir", a.root, "pretrain.max_steps=2") == 0
+    b = RunDir(shutil.copytree(a.root, tmp_path / "b"))
+    cfg = from_dict(a.read_config())
+    cfg.discriminator.rounds, cfg.discriminator.epochs_per_round = 2, 2
+    tok = Tokenizer.load(a.spm_model)
+    device = torch.device("cpu")
+    gen, _ = load_generator(cfg, a, tok, device, "pretrained")
+    torch.manual_seed(cfg.runtime.seed)  # as every process starts (runtime.setup)
+    full = pretrain_discriminator(cfg, a, device, tok, gen)
+    cfg.runtime.checkpoint_every = 3
+    for n in (1, 5, 4):  # at the first step, then inside the resumed rounds
+        # the first run starts as the uninterrupted one did; the resumed ones from their checkpoint
+        torch.manual_seed(cfg.runtime.seed if n == 1 else 999 + n)
+        with pytest.raises(Interrupted, match=r"checkpoint saved to .*last.pt \(round \d, epoch \d, batch \d+\)"):
+            pretrain_discriminator(cfg, b, device, tok, gen, stop=StopAfter(n))
+        assert "in_round" in _last_state(b, "discriminator")
+    torch.manual_seed(999)
+    resumed = pretrain_discriminator(cfg, b, device, tok, gen)
+    assert resumed["round"] == full["round"] == 2 and "in_round" not in _last_state(b, "discriminator")
+    ca = torch.load(a.checkpoint("discriminator", "last"), weights_only=True)
+    cb = torch.load(b.checkpoint("discriminator", "last"), weights_only=True)
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    assert resumed["valid"] == full["valid"]
 
 
 def test_a_resume_mid_epoch_refuses_another_batching(tiny_run, tmp_path, capsys):

@@ -126,11 +126,33 @@ def padded_lengths(ex: DExamples) -> np.ndarray:
     return np.array([max(len(c), len(r)) for c, r in zip(ex.contexts, ex.responses, strict=True)])
 
 
+class RoundPosition:
+    """Where a discriminator round resumes (epoch, batch) with its running totals, and how it
+    saves mid-round: `save(epoch, batch, totals)` writes the stage's checkpoint and returns its
+    description; `due()` says when (every `runtime.checkpoint_every` steps or
+    `runtime.checkpoint_minutes`)."""
+
+    def __init__(self, start: tuple[int, int], totals: tuple[float, int, int], save, every_steps: int,
+                 every_minutes: float):
+        self.start, self.totals, self._save = start, totals, save
+        self.every_steps, self.every_seconds = every_steps, 60 * every_minutes
+        self.steps, self.last = 0, time.monotonic()
+
+    def due(self) -> bool:
+        self.steps += 1
+        return self.steps % self.every_steps == 0 or time.monotonic() - self.last >= self.every_seconds
+
+    def save(self, epoch: int, batch: int, totals: tuple[float, int, int]) -> str:
+        self.last = time.monotonic()
+        return self._save(epoch, batch, totals)
+
+
 def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExamples, epochs: int,
                  dc: DiscriminatorTrainConfig, device: torch.device, rng: np.random.Generator,
                  min_len: int = 1, extra_loss=None, bar: tqdm | None = None, stop: StopFlag | None = None,
                  checkpoint: str = "", ddp: nn.Module | None = None, precision: str = "fp32",
-                 guard: NonfiniteGuard | None = None, stepper: Stepper | None = None) -> dict:
+                 guard: NonfiniteGuard | None = None, stepper: Stepper | None = None,
+                 position: RoundPosition | None = None) -> dict:
     """k epochs of BCE-with-logits over balanced batches; returns mean loss, accuracy and the
     number of steps skipped in this call.
 
@@ -142,7 +164,9 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     in a row; the last checkpoint on disk stays the last good one. A stage that calls this
     repeatedly passes one guard to every call, so the count in a row spans the calls.
     `ddp`: `disc` wrapped by `World.wrap` (once per stage); each rank then takes a share of every
-    batch. `extra_loss` gets the plain module.
+    batch. `extra_loss` gets the plain module. `position`: where a resumed call starts (the
+    batches before it are drawn from `rng` and passed over) and how it saves mid-way: when
+    `position.due()` after a step, and on a signal before raising Interrupted.
     """
     world = distributed.current()
     model = ddp if ddp is not None else disc
@@ -150,12 +174,18 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     stepper = stepper or Stepper(optimizer, disc, dc.grad_clip, device, precision)
     guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "discriminator", checkpoint)
     skipped_before = guard.skipped
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen = position.totals if position is not None else (0.0, 0, 0)
+    first = position.start if position is not None else (0, 0)
     lengths = padded_lengths(ex)
-    for _ in range(epochs):
-        for idx in balanced_batches(ex.labels, dc.batch_size, rng, lengths):
-            if world.any(stop is not None and stop.requested)[0]:  # the round restarts from its checkpoint
-                raise Interrupted(signal_name(stop), checkpoint or None)
+    for epoch in range(epochs):
+        batches = balanced_batches(ex.labels, dc.batch_size, rng, lengths)  # drawn even when passed over
+        for b, idx in enumerate(batches):
+            if (epoch, b) < first:
+                continue
+            if world.any(stop is not None and stop.requested)[0]:
+                # saved here when the caller can resume mid-way; else from its last checkpoint
+                saved = position.save(epoch, b, (total_loss, correct, seen)) if position is not None else checkpoint
+                raise Interrupted(signal_name(stop), saved or None)
             local, weight = world.share(idx)
             y = torch.as_tensor(ex.labels[local], device=device)
             with stepper.autocast():
@@ -169,15 +199,15 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
                 loss = loss + extra_loss(disc)
             optimizer.zero_grad(set_to_none=True)
             stepper.backward(loss)
-            if not guard.record(stepper.step(loss)):
-                continue
-            if weight:
+            if guard.record(stepper.step(loss)) and weight:
                 total_loss += bce.item()
                 correct += int(((logits > 0).float() == y).sum())
                 seen += len(local)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
+            if position is not None and position.due():
+                position.save(epoch, b + 1, (total_loss, correct, seen))
     total_loss, correct, seen = world.sum(total_loss, correct, seen)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
             "skipped_steps": guard.skipped - skipped_before}
@@ -209,7 +239,8 @@ def discriminator_config(cfg: Config, vocab_size: int):
 
 def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, tokenizer, gen: nn.Module,
                            stop: StopFlag | None = None) -> dict:
-    """Rounds of (fresh negatives from `gen`, k epochs); resumes at the last finished round."""
+    """Rounds of (fresh negatives from `gen`, k epochs); resumes where it was saved, inside a round
+    too (its negatives are drawn again from the same random state, then its batches go on)."""
     dc = cfg.discriminator
     train = PairDataset.load(run.split_path("train"))
     valid = PairDataset.load(run.split_path("valid"))
@@ -252,22 +283,38 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                            state["nonfinite"])
     while state["round"] < dc.rounds:
         started = time.monotonic()
+        inside = state.get("in_round")  # saved mid-round: where it stood, and the sampler's state at its start
+        if inside is not None:
+            g.set_state(torch.tensor(inside["g"], dtype=torch.uint8))
+        round_g = g.get_state()
         rng = np.random.default_rng([cfg.runtime.seed, state["round"]])
         n = len(train) if dc.pairs_per_round is None else min(len(train), dc.pairs_per_round)
         idx = rng.permutation(len(train))[:n]
         fakes = generate_responses(gen, contexts_of(train, idx), cfg.sample, device, g,
                                    progress=cfg.runtime.progress, desc=f"negatives round {state['round'] + 1}")
         ex = build_examples(train, idx, fakes, dc.mismatch_share, rng)
-        steps = dc.epochs_per_round * math.ceil(len(ex) / dc.batch_size)
-        bar = tqdm(total=steps, desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
+        per_epoch = math.ceil(len(ex) / dc.batch_size)
+        start = (inside["epoch"], inside["batch"]) if inside is not None else (0, 0)
+        bar = tqdm(total=dc.epochs_per_round * per_epoch, initial=start[0] * per_epoch + start[1],
+                   desc=f"discriminator round {state['round'] + 1}/{dc.rounds}", unit="step",
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
-        # a signal or too many non-finite steps: this round starts over from the last finished one
-        guard.checkpoint = f"{last_path} (round {state['round']})" if last_path.exists() else ""
+
+        def save_inside(epoch: int, batch: int, totals: tuple[float, int, int], round_g=round_g) -> str:
+            state["in_round"] = {"g": round_g.tolist(), "epoch": epoch, "batch": batch, "totals": list(totals)}
+            save(last_path)
+            guard.checkpoint = f"{last_path} (round {state['round'] + 1}, epoch {epoch + 1}, batch {batch})"
+            return guard.checkpoint
+
+        position = RoundPosition(start, tuple(inside["totals"]) if inside is not None else (0.0, 0, 0), save_inside,
+                                 cfg.runtime.checkpoint_every, cfg.runtime.checkpoint_minutes)
+        if inside is None:  # too many non-finite steps: the last good checkpoint
+            guard.checkpoint = f"{last_path} (round {state['round']})" if last_path.exists() else ""
         fit = train_epochs(disc, optimizer, ex, dc.epochs_per_round, dc, device, rng, bar=bar, stop=stop,
                            checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard,
-                           stepper=stepper)
+                           stepper=stepper, position=position)
         bar.close()
         result = evaluate(disc, vex, device)
+        state.pop("in_round", None)
         state["round"] += 1
         improved = result["auc"] > state["best_auc"]
         if improved:
