@@ -130,10 +130,12 @@ def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
     cfg = from_dict(r.read_config())
     out = io.StringIO()
     lines = ("hello\n/set temperature 0.5\n/set max_len 5000\n/set temperature nan\n/set num_beams 0\n"
+             + "x" * 4001 + "\n"  # refused as respond refuses it, not cut and answered
              "how are you\n/reset\nhi\n/quit\nafter quit\n")
     assert chat_loop(cfg, r, None, stdin=io.StringIO(lines), stdout=out) == {"turns": 3}
     text = out.getvalue()
     assert text.count("bot> ") == 3 and "(new conversation)" in text and "usage:" not in text
+    assert "(error: a turn is longer than 4000 characters)" in text
     # out-of-range values are refused with a line, and the options stay as they were
     assert text.count("(not set: ") == 3 and "max_len must be 1 to" in text and "temperature must be" in text
     # the history grows by the reply and the next turn, /reset empties it, /set applies at once

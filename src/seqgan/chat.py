@@ -152,7 +152,10 @@ def chat_loop(cfg: Config, run: RunDir, which: str | None, stdin=sys.stdin, stdo
         if line.startswith("/"):
             print(HELP, file=stdout, flush=True)
             continue
-        history.append(line[:MAX_INPUT_CHARS])
+        if len(line) > MAX_INPUT_CHARS:
+            print(f"(error: a turn is longer than {MAX_INPUT_CHARS} characters)", file=stdout, flush=True)
+            continue
+        history.append(line)
         try:
             reply = r.respond(history, opts)["response"]
         except SeqGANError as e:
