@@ -190,3 +190,21 @@ def test_refuse_waiting_answers_queued_requests_at_once_and_lets_the_running_bat
     out, again = run(main())
     assert out[0] == ("k", 0) and all(isinstance(e, ShuttingDown) for e in out[1:])
     assert fn.calls[0] == ("k", [0]) and again == ("k", 5)
+
+
+def test_refuse_waiting_while_a_batch_fills_leaves_the_batcher_able_to_close():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=300)
+        job = asyncio.ensure_future(b.submit("k", 1))
+        await asyncio.sleep(0.05)  # the consumer waits for the batch to fill
+        assert b.refuse_waiting() == 1
+        await asyncio.sleep(0.4)  # its wait ends with nothing left to run
+        await b.close()  # the consumer did not die: close() returns
+        again = await b.submit("k", 2)
+        await b.close()
+        return await asyncio.gather(job, return_exceptions=True), again
+
+    (first,), again = run(main())
+    assert isinstance(first, ShuttingDown) and again == ("k", 2) and fn.calls == [("k", [2])]

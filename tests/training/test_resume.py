@@ -1,5 +1,6 @@
 """An interrupted stage resumes to exactly the weights of an uninterrupted run."""
 
+import copy
 import shutil
 
 import pytest
@@ -8,6 +9,7 @@ from support import run_cli
 
 from seqgan.config import from_dict
 from seqgan.data.tokenizer import Tokenizer
+from seqgan.errors import ConfigError
 from seqgan.rundir import RunDir
 from seqgan.runtime import seed_everything
 from seqgan.training.mle import pretrain_generator
@@ -120,6 +122,16 @@ def test_discriminator_resumes_inside_a_round_to_the_uninterrupted_weights(tiny_
         with pytest.raises(Interrupted, match=r"checkpoint saved to .*last.pt \(round \d, epoch \d, batch \d+\)"):
             pretrain_discriminator(cfg, b, device, tok, gen, stop=StopAfter(n))
         assert "in_round" in _last_state(b, "discriminator")
+    # the round in progress is cut as it was: another batching is refused, not applied to its position
+    other = copy.deepcopy(cfg)
+    other.discriminator.batch_size *= 2
+    with pytest.raises(ConfigError, match=r"round in progress was batched with discriminator.batch_size=\d+"):
+        pretrain_discriminator(other, b, device, tok, gen)
+    # rounds lowered to the round that was stopped: the stage is complete (the checkpoint is kept)
+    other = copy.deepcopy(cfg)
+    other.discriminator.rounds = _last_state(b, "discriminator")["round"]
+    done = pretrain_discriminator(other, b, device, tok, gen)
+    assert done["complete"] and done["already_complete"] and "in_round" not in done
     torch.manual_seed(999)
     resumed = pretrain_discriminator(cfg, b, device, tok, gen)
     assert resumed["round"] == full["round"] == 2 and "in_round" not in _last_state(b, "discriminator")

@@ -167,8 +167,8 @@ class MicroBatcher:
             batch, rest = live[: self.max_batch_size], live[self.max_batch_size :]
             if rest:
                 self._groups[key] = rest
-            else:
-                del self._groups[key]
+            else:  # refuse_waiting may have emptied the groups while this one filled
+                self._groups.pop(key, None)
             if batch:
                 await self._run_batch(key, batch)
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from seqgan import distributed
 from seqgan.config import Config, DiscriminatorTrainConfig, RuntimeConfig, to_dict
 from seqgan.data.dataset import PairDataset
+from seqgan.errors import ConfigError
 from seqgan.metrics.classifier import roc_auc
 from seqgan.models import build_discriminator, copy_token_embeddings
 from seqgan.rundir import RunDir
@@ -261,8 +262,20 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         set_rng_state(ckpt["rng"], g)
         if state["round"] < dc.rounds:
             state["complete"] = False
+        elif state.pop("in_round", None) is not None:  # rounds lowered to where a round was stopped
+            state["complete"] = True
         if state["complete"]:
             return {"stage": "pretrain_discriminator", **state, "already_complete": True}
+    # what fixes a round's negatives and batches: a round resumed inside must be cut as it was
+    batching = {"runtime.seed": cfg.runtime.seed, "discriminator.batch_size": dc.batch_size,
+                "discriminator.pairs_per_round": dc.pairs_per_round, "discriminator.mismatch_share": dc.mismatch_share,
+                **{f"sample.{k}": v for k, v in to_dict(cfg.sample).items() if k != "batch_size"}}
+    inside = state.get("in_round")
+    changed = {k: v for k, v in (inside or {}).get("batching", batching).items() if batching.get(k) != v}
+    if changed:
+        raise ConfigError(f"the discriminator round in progress was batched with "
+                          f"{', '.join(f'{k}={v}' for k, v in changed.items())}; pass that to finish it "
+                          f"(it may change once the round ends) or start a new --run-dir")
 
     def save(path) -> None:
         state.update(guard.counts())
@@ -300,12 +313,15 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
 
         def save_inside(epoch: int, batch: int, totals: tuple[float, int, int], round_g=round_g) -> str:
-            state["in_round"] = {"g": round_g.tolist(), "epoch": epoch, "batch": batch, "totals": list(totals)}
+            state["in_round"] = {"g": round_g.tolist(), "epoch": epoch, "batch": batch, "totals": list(totals),
+                                 "batching": batching}
             save(last_path)
             guard.checkpoint = f"{last_path} (round {state['round'] + 1}, epoch {epoch + 1}, batch {batch})"
             return guard.checkpoint
 
-        position = RoundPosition(start, tuple(inside["totals"]) if inside is not None else (0.0, 0, 0), save_inside,
+        # the saved running totals are rank 0's: the other ranks of a resumed round start theirs at 0
+        totals = tuple(inside["totals"]) if inside is not None and distributed.current().main else (0.0, 0, 0)
+        position = RoundPosition(start, totals, save_inside,
                                  cfg.runtime.checkpoint_every, cfg.runtime.checkpoint_minutes)
         if inside is None:  # too many non-finite steps: the last good checkpoint
             guard.checkpoint = f"{last_path} (round {state['round']})" if last_path.exists() else ""
@@ -330,4 +346,5 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         if improved:
             save(best_path)
         save(last_path)
-    return {"stage": "pretrain_discriminator", **state, "valid": result, "already_complete": False}
+    return {"stage": "pretrain_discriminator", **{k: v for k, v in state.items() if k != "in_round"}, "valid": result,
+            "already_complete": False}
