@@ -9,6 +9,7 @@ and the sorted reference lengths are computed once, so each hypothesis costs O(i
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -93,9 +94,14 @@ def texygen_bleus(hypotheses: list[Tokens], references: list[Tokens], orders: Se
 
 def words(text: str) -> list[str]:
     """The words of a detokenized text as corpus BLEU sees them (sacrebleu's default 13a tokenizer)."""
+    return _tokenizer_13a()(text).split()
+
+
+@functools.cache
+def _tokenizer_13a():
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    return Tokenizer13a()(text).split()
+    return Tokenizer13a()
 
 
 def self_bleu(samples: list[Tokens], n: int, max_samples: int | None = None, seed: int = 0) -> float:

@@ -36,6 +36,14 @@ class _Pending:
     arrived: float  # time.monotonic()
 
 
+def _shut_down(pending: list) -> int:
+    """Fail the requests still waiting among `pending` with ShuttingDown; return how many."""
+    waiting = [p for p in pending if not p.future.done()]
+    for p in waiting:
+        p.future.set_exception(ShuttingDown("the server is shutting down"))
+    return len(waiting)
+
+
 class MicroBatcher:
     """Groups `submit(key, item)` calls with equal keys into `fn(key, items) -> results` calls.
 
@@ -100,11 +108,9 @@ class MicroBatcher:
         later, at once: a server that is stopping answers them now rather than cancel them when
         its grace period ends. The batch being computed finishes. Returns how many were failed."""
         self._refusing = True
-        waiting = [p for group in self._groups.values() for p in group if not p.future.done()]
-        for p in waiting:
-            p.future.set_exception(ShuttingDown("the server is shutting down"))
+        failed = _shut_down([p for group in self._groups.values() for p in group])
         self._groups = {}
-        return len(waiting)
+        return failed
 
     def stats(self) -> dict:
         """Counters for /v1/info: how many requests went through in how many batches."""
@@ -131,9 +137,7 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for p in [p for group in self._groups.values() for p in group] + self._inflight:
-            if not p.future.done():
-                p.future.set_exception(ShuttingDown("the server is shutting down"))
+        _shut_down([p for group in self._groups.values() for p in group] + self._inflight)
         self._groups, self._inflight = {}, []
         self._refusing = False  # closed: a new lifespan may start it again
         if self._executor is not None:

@@ -15,9 +15,19 @@ import numpy as np
 import torch
 
 from seqgan import __version__, distributed
-from seqgan.errors import CheckpointError
+from seqgan.errors import CheckpointError, ConfigError
 from seqgan.rundir import atomic_write_bytes, main_process
 from seqgan.runtime import seed_everything
+
+
+def refuse_other_batching(saved: dict, now: dict, unit: str) -> None:
+    """A resume inside an epoch or round continues at a saved batch position, which counts the
+    batches its saved settings cut: refuse settings that cut them otherwise (ConfigError)."""
+    changed = {k: v for k, v in saved.items() if now.get(k) != v}
+    if changed:
+        raise ConfigError(f"the {unit} in progress was batched with "
+                          f"{', '.join(f'{k}={v}' for k, v in changed.items())}; pass that to finish it "
+                          f"(it may change once the {unit.split()[-1]} ends) or start a new --run-dir")
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:

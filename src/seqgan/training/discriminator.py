@@ -21,13 +21,13 @@ from tqdm import tqdm
 from seqgan import distributed
 from seqgan.config import Config, DiscriminatorTrainConfig, RuntimeConfig, to_dict
 from seqgan.data.dataset import PairDataset
-from seqgan.errors import ConfigError
 from seqgan.metrics.classifier import roc_auc
 from seqgan.models import build_discriminator, copy_token_embeddings
 from seqgan.rundir import RunDir
 from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
+    refuse_other_batching,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -270,12 +270,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     batching = {"runtime.seed": cfg.runtime.seed, "discriminator.batch_size": dc.batch_size,
                 "discriminator.pairs_per_round": dc.pairs_per_round, "discriminator.mismatch_share": dc.mismatch_share,
                 **{f"sample.{k}": v for k, v in to_dict(cfg.sample).items() if k != "batch_size"}}
-    inside = state.get("in_round")
-    changed = {k: v for k, v in (inside or {}).get("batching", batching).items() if batching.get(k) != v}
-    if changed:
-        raise ConfigError(f"the discriminator round in progress was batched with "
-                          f"{', '.join(f'{k}={v}' for k, v in changed.items())}; pass that to finish it "
-                          f"(it may change once the round ends) or start a new --run-dir")
+    if state.get("in_round") is not None:
+        refuse_other_batching(state["in_round"].get("batching", batching), batching, "discriminator round")
 
     def save(path) -> None:
         state.update(guard.counts())

@@ -25,12 +25,12 @@ from seqgan.config import Config, to_dict
 from seqgan.data.batching import collate, token_budget_batches
 from seqgan.data.dataset import PairDataset
 from seqgan.data.tokenizer import PAD_ID
-from seqgan.errors import ConfigError
 from seqgan.models import build_generator
 from seqgan.rundir import RunDir
 from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
+    refuse_other_batching,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -138,11 +138,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             state["complete"] = False  # the budget was raised: continue
         if state["complete"]:
             return _summary(state, model, run, resumed=True)
-        changed = {k: v for k, v in state.get("batching", batching).items() if batching[k] != v}
-        if changed and state["batch"] > 0:  # the saved position counts batches of the old batching
-            raise ConfigError(f"the epoch in progress was batched with "
-                              f"{', '.join(f'{k}={v}' for k, v in changed.items())}; pass that to finish it "
-                              f"(it may change once the epoch ends) or start a new --run-dir")
+        if state["batch"] > 0:
+            refuse_other_batching(state.get("batching", batching), batching, "epoch")
     state["batching"] = batching
 
     def save(path) -> None:
