@@ -277,9 +277,10 @@ def make_context(args: argparse.Namespace) -> Ctx:
         cfg = C.load_config(args.config or DEFAULT_PRESET, overrides)
     if getattr(args, "compare", None):
         return Ctx(cfg, run, args)  # several runs: each is read with its own config
-    run.check_config(cfg)
+    oracle = args.command == "oracle"
+    run.check_config(cfg, C.ORACLE_FROZEN_SECTIONS if oracle else C.FROZEN_SECTIONS)
     if args.command in ("prepare", "run", "oracle"):  # the commands that start a run: before the lock file
-        run.check_new_run_allowed()
+        run.check_new_run_allowed(oracle)
     return Ctx(cfg, run, args)
 
 

@@ -209,6 +209,9 @@ class Config:
 
 # Sections whose values define artifacts already on disk: a run can never change them.
 FROZEN_SECTIONS = ("data", "tokenizer", "model")
+# The oracle experiment reads no corpus and no tokenizer: of these, only its models' sections
+# (its own section has its own check, which lets a run go further than it was first set to).
+ORACLE_FROZEN_SECTIONS = ("model",)
 
 CHOICES = {
     "data.corpus": ("chitchat", "dailydialog", "jsonl", "tsv"),

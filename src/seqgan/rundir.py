@@ -135,11 +135,22 @@ class RunDir:
         text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
         atomic_write_text(self.config_path, text)
 
-    def check_new_run_allowed(self) -> None:
-        """A run starts in a new or empty folder, or goes on in a run directory: a folder with
-        other files and no config.yaml is not one, and a run would write over them (prepare
-        replaces data/ and tokenizer/)."""
-        if self.config_path.exists() or not self.root.is_dir():
+    def check_new_run_allowed(self, oracle: bool = False) -> None:
+        """A run starts in a new or empty folder, or goes on in a run directory of its kind: a
+        folder with other files and no config.yaml is not one, and a run would write over them
+        (prepare replaces data/ and tokenizer/); an oracle experiment and a dialogue run each
+        take config.yaml for their own, so neither starts in the other's folder."""
+        if self.config_path.exists():
+            dialogue = [p for p in (self.data_dir, self.tokenizer_dir, *(self.checkpoint(s).parent for s in
+                                    ("generator", "discriminator", "adversarial"))) if p.exists()]
+            if oracle and dialogue:
+                raise SeqGANError(f"{self.root} holds a dialogue run ({dialogue[0].relative_to(self.root)}/), "
+                                  "not an oracle experiment; use a new or empty --run-dir")
+            if not oracle and (self.checkpoint("oracle").parent.exists() or (self.root / "oracle.json").exists()):
+                raise SeqGANError(f"{self.root} holds an oracle experiment, not a dialogue run; "
+                                  "use a new or empty --run-dir")
+            return
+        if not self.root.is_dir():
             return
         others = sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
         if others:
@@ -147,13 +158,13 @@ class RunDir:
             raise SeqGANError(f"{self.root} is not a run directory (no config.yaml) and is not empty ({shown}); "
                               "use a new or empty --run-dir")
 
-    def check_config(self, cfg: C.Config) -> list[str]:
-        """Refuse a config whose frozen sections differ from the run's; return other differing keys."""
+    def check_config(self, cfg: C.Config, sections: tuple[str, ...] = C.FROZEN_SECTIONS) -> list[str]:
+        """Refuse a config whose frozen `sections` differ from the run's; return other differing keys."""
         stored = self.read_config()
         if stored is None:
             return []
         new = C.to_dict(cfg)
-        frozen = C.diff(stored, new, C.FROZEN_SECTIONS)
+        frozen = C.diff(stored, new, sections)
         if frozen:
             shown = ", ".join(f"{k} ({C.flatten(stored).get(k)!r} -> {C.flatten(new).get(k)!r})" for k in frozen[:5])
             more = f" and {len(frozen) - 5} more" if len(frozen) > 5 else ""

@@ -106,6 +106,23 @@ def test_a_resume_under_another_experiment_is_refused_and_changes_nothing(tmp_pa
     assert torch.load(files[0], weights_only=True)["state"]["adv_round"] == 3
 
 
+def test_an_oracle_run_resumes_whatever_the_corpus_and_tokenizer_sections_say(tmp_path, capsys):
+    """The oracle reads no corpus and no tokenizer: a new default there (or an override) does not
+    stop a resume with the preset, as tokenizer.character_coverage's did; its models' do."""
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "tokenizer.character_coverage=0.9995") == 0
+    capsys.readouterr()
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=3",
+                   "data.corpus=dailydialog") == 0
+    assert torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)["state"]["adv_round"] == 3
+    capsys.readouterr()
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.adv_rounds=4",
+                   "model.generator.hidden_dim=16") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config conflicts with the run in" in err[0] and "model.generator.hidden_dim" in err[0]
+    assert torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)["state"]["adv_round"] == 3
+
+
 def test_oracle_trains_under_bf16_autocast(tmp_path, capsys):
     """`runtime.precision=bf16` reaches the oracle's training steps (the run differs from fp32) and
     MLE still learns; NLL-oracle is measured in fp32 either way."""

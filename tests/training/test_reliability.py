@@ -376,6 +376,23 @@ def test_a_folder_of_other_files_is_not_taken_for_a_run(tmp_path, capsys, monkey
     assert run_cli("prepare", "--config", "tiny", "--run-dir", "new", "data.corpus=jsonl", f"data.path={corpus}") == 0
 
 
+def test_an_oracle_experiment_and_a_dialogue_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
+    dialogue = _copy(tiny_run, tmp_path / "d")
+    before = dialogue.config_path.read_bytes()
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", dialogue.root) == 2
+    assert "holds a dialogue run (data/), not an oracle experiment" in one_line(capsys.readouterr().err)
+    assert dialogue.config_path.read_bytes() == before and not (dialogue.root / "checkpoints").exists()
+    oracle = RunDir(tmp_path / "o")
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", oracle.root, "oracle.d_pretrain_rounds=0",
+                   "oracle.adv_rounds=0", "oracle.mle_epochs=1") == 0
+    before = oracle.config_path.read_bytes()
+    capsys.readouterr()
+    for args in (["prepare"], ["run"]):
+        assert run_cli(*args, "--config", "tiny", "--run-dir", oracle.root) == 2, args
+        assert "holds an oracle experiment, not a dialogue run" in one_line(capsys.readouterr().err), args
+    assert oracle.config_path.read_bytes() == before and not oracle.data_dir.exists()
+
+
 def test_a_command_that_stops_on_a_missing_stage_leaves_config_yaml_as_it_was(tmp_path, capsys):
     corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20))
     run = tmp_path / "r"

@@ -211,7 +211,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     After `stop` is requested (SIGINT/SIGTERM), the epoch or round in progress ends, is saved, and
     Interrupted is raised."""
     o = cfg.oracle
-    run.check_new_run_allowed()
+    run.check_new_run_allowed(oracle=True)
     device = setup(cfg.runtime)
     if cfg.runtime.tensorboard:
         run.enable_tensorboard()
