@@ -70,6 +70,11 @@ class World:
         """Each flag, true when it is true on any rank (one all-reduce): decisions every rank takes alike."""
         return [bool(x) for x in self.sum(*flags)]
 
+    def main_decides(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank: a decision every rank must take alike (whether to save,
+        what is best) from values that could differ in their last bit between ranks."""
+        return self.any(self.main and flag)[0]
+
     def max(self, value: int) -> int:
         if not self.distributed:
             return value

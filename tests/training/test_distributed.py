@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from support import run_cli
 from test_resume import StopAfter
 
@@ -85,6 +86,26 @@ def test_two_processes_resume_a_one_process_checkpoint(tiny_run, tmp_path):
     torchrun("pretrain", "generator", "--run-dir", resumed.root, "pretrain.max_steps=8", "pretrain.epochs=1",
              "runtime.checkpoint_every=10000")
     assert_same_weights(full, resumed, "generator")
+
+
+def test_two_processes_with_dropout_resume_bitwise_as_they_went_on(tiny_run, tmp_path):
+    """Every rank's random state is in the checkpoint: a resumed 2-process discriminator
+    pretraining with dropout draws the masks the uninterrupted one drew (rank 1 used to reseed)."""
+    base = _copy(tiny_run, tmp_path / "base")
+    cfg = yaml.safe_load(base.config_path.read_text())
+    cfg["model"]["discriminator"]["dropout"] = 0.3
+    base.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert run_cli("pretrain", "generator", "--run-dir", base.root, "pretrain.max_steps=4") == 0
+    whole, split = _copy(base.root, tmp_path / "whole"), _copy(base.root, tmp_path / "split")
+    torchrun("pretrain", "discriminator", "--run-dir", whole.root, "discriminator.rounds=2")
+    torchrun("pretrain", "discriminator", "--run-dir", split.root, "discriminator.rounds=1")
+    assert torch.load(split.checkpoint("discriminator", "last"), weights_only=True)["state"]["round"] == 1
+    torchrun("pretrain", "discriminator", "--run-dir", split.root, "discriminator.rounds=2")
+    a = torch.load(whole.checkpoint("discriminator", "last"), weights_only=True)
+    b = torch.load(split.checkpoint("discriminator", "last"), weights_only=True)
+    assert a["state"]["round"] == b["state"]["round"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert len(a["rng"]["ranks"]) == 2 and not torch.equal(a["rng"]["ranks"][0]["torch"], a["rng"]["ranks"][1]["torch"])
 
 
 def test_a_resumed_rank_keeps_a_stream_of_its_own(monkeypatch):

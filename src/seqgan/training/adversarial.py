@@ -289,9 +289,12 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                     **{k: round(v, 4) for k, v in stats.items()},
                     d_loss=round(d_fit.get("loss", math.nan), 4), d_accuracy=round(d_fit.get("accuracy", math.nan), 4),
                     g_seconds=round(g_seconds, 2), samples_per_s=round(samples_s, 2))
-        # budget and signals are decided together: every rank stops at the same step
-        over_time = budget_left(a.max_minutes, seconds_before + time.monotonic() - started) <= 0
-        over_time, signalled = world.any(over_time, stop is not None and stop.requested)
+        # budget, signals and a checkpoint's time are decided together: every rank stops and saves
+        # at the same step (a save gathers every rank's random state)
+        now = time.monotonic()
+        over_time = budget_left(a.max_minutes, seconds_before + now - started) <= 0
+        over_time, signalled, save_due = world.any(over_time, stop is not None and stop.requested,
+                                                   now - last_save >= 60 * cfg.runtime.checkpoint_minutes)
         if over_time:
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
@@ -301,17 +304,15 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                 bar.write(f"adversarial step {state['step']}: valid ppl {v['valid_ppl']:.2f}, distinct-2 "
                           f"{v['distinct_2']:.3f}, D accuracy {v['d_accuracy']:.3f}, fooling rate {v['fooling_rate']:.3f}",
                           file=sys.stderr)
-            if _better(a.best_metric, v[a.best_metric], state["best"]):
+            if world.main_decides(_better(a.best_metric, v[a.best_metric], state["best"])):
                 state["best"] = v[a.best_metric]
                 save(best_path)
         if state["step"] >= a.steps or stop_reason:
             state["complete"] = True
             state["reason"] = stop_reason or "steps"
-        now = time.monotonic()
-        if state["complete"] or state["step"] % cfg.runtime.checkpoint_every == 0 or \
-                now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
+        if state["complete"] or state["step"] % cfg.runtime.checkpoint_every == 0 or save_due:
             save(last_path)
-            last_save = now
+            last_save = time.monotonic()
         if stop_reason:
             break
         if signalled:
@@ -319,6 +320,6 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             bar.close()
             raise Interrupted(signal_name(stop), str(last_path))
     bar.close()
-    if not best_path.exists():
+    if world.main_decides(not best_path.exists()):
         save(best_path)
     return {"stage": "adversarial", **state, "already_complete": False}

@@ -31,7 +31,44 @@ def refuse_other_batching(saved: dict, now: dict, unit: str) -> None:
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
-    """All RNG states as tensors and plain values (loadable with weights_only=True)."""
+    """All RNG states as tensors and plain values (loadable with weights_only=True).
+
+    In a distributed run this is a collective (every rank calls it at the same point, as every
+    rank takes the same checkpoint decisions): it also holds each rank's local states, in rank
+    order under "ranks", so that every rank resumes its own dropout stream.
+    """
+    state = _local_rng_state()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    world = distributed.current()
+    if world.distributed:
+        state["ranks"] = world.gather(_local_rng_state())
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Restore the states saved by rng_state.
+
+    Rank 0 (and a single process) takes the saved local states; every other rank takes its own
+    when the checkpoint holds them for this many ranks. Otherwise (a checkpoint of one process,
+    or of another number of them) a rank > 0 reseeds its local streams (dropout) from rank 0's
+    state and its rank, so the ranks keep distinct streams. `generator` (the keyed sampling
+    noise, the same on every rank) is restored as saved.
+    """
+    world = distributed.current()
+    ranks = state.get("ranks")
+    if world.rank > 0 and ranks is not None and len(ranks) == world.size:
+        _set_local_rng_state(ranks[world.rank])
+    else:
+        _set_local_rng_state(state)
+        if world.rank > 0:
+            seed_everything(distributed.per_rank_seed(int(torch.randint(0, 2**62, (1,))), world))
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+def _local_rng_state() -> dict:
+    """This process's own streams: Python's, NumPy's, torch's (and CUDA's)."""
     np_state = np.random.get_state()
     state = {
         "python": _py_state_to_list(random.getstate()),
@@ -39,32 +76,18 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
-    if generator is not None:
-        state["generator"] = generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    """Restore the states saved by rng_state.
-
-    A checkpoint holds rank 0's local states (rank 0 alone writes). Every other rank of a
-    distributed run then reseeds its local streams (dropout) from that state and its rank, so the
-    ranks keep distinct streams after a resume, as they had before it; `generator` (the keyed
-    sampling noise, the same on every rank) is restored as saved.
-    """
+def _set_local_rng_state(state: dict) -> None:
     random.setstate(_py_state_from_list(state["python"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    world = distributed.current()
-    if world.rank > 0:
-        seed_everything(distributed.per_rank_seed(int(torch.randint(0, 2**62, (1,))), world))
 
 
 def _py_state_to_list(s: tuple) -> list:

@@ -140,8 +140,11 @@ class RoundPosition:
         self.steps, self.last = 0, time.monotonic()
 
     def due(self) -> bool:
+        """Whether to save after this step; every rank takes the decision alike (a save gathers
+        every rank's random state)."""
         self.steps += 1
-        return self.steps % self.every_steps == 0 or time.monotonic() - self.last >= self.every_seconds
+        late = distributed.current().any(time.monotonic() - self.last >= self.every_seconds)[0]
+        return self.steps % self.every_steps == 0 or late
 
     def save(self, epoch: int, batch: int, totals: tuple[float, int, int]) -> str:
         self.last = time.monotonic()
@@ -309,13 +312,15 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                    disable=not cfg.runtime.progress, leave=False, dynamic_ncols=True)
 
         def save_inside(epoch: int, batch: int, totals: tuple[float, int, int], round_g=round_g) -> str:
-            state["in_round"] = {"g": round_g.tolist(), "epoch": epoch, "batch": batch, "totals": list(totals),
-                                 "batching": batching}
+            loss, correct, seen = distributed.current().sum(*totals)  # the round's totals over all ranks
+            state["in_round"] = {"g": round_g.tolist(), "epoch": epoch, "batch": batch,
+                                 "totals": [loss, int(correct), int(seen)], "batching": batching}
             save(last_path)
             guard.checkpoint = f"{last_path} (round {state['round'] + 1}, epoch {epoch + 1}, batch {batch})"
             return guard.checkpoint
 
-        # the saved running totals are rank 0's: the other ranks of a resumed round start theirs at 0
+        # the saved running totals are all ranks' together: rank 0 resumes with them, the others at 0
+        # (their sum at the round's end is then the same with any number of processes)
         totals = tuple(inside["totals"]) if inside is not None and distributed.current().main else (0.0, 0, 0)
         position = RoundPosition(start, totals, save_inside,
                                  cfg.runtime.checkpoint_every, cfg.runtime.checkpoint_minutes)
@@ -328,7 +333,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         result = evaluate(disc, vex, device)
         state.pop("in_round", None)
         state["round"] += 1
-        improved = result["auc"] > state["best_auc"]
+        improved = distributed.current().main_decides(result["auc"] > state["best_auc"])
         if improved:
             state["best_auc"] = result["auc"]
         run.log("pretrain_discriminator", round=state["round"], train_loss=round(fit["loss"], 4),

@@ -188,9 +188,12 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                 run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], loss=round(shown, 4),
                         lr=scheduler.get_last_lr()[0], tokens_per_s=round(tps, 1))
                 window_tokens, window_start = 0, time.monotonic()
-            # budget and signals are decided together: every rank stops at the same step
-            over_time = budget_left(p.max_minutes, seconds_before + time.monotonic() - started) <= 0
-            over_time, signalled = world.any(over_time, stop is not None and stop.requested)
+            # budget, signals and a checkpoint's time are decided together: every rank stops and
+            # saves at the same step (a save gathers every rank's random state)
+            now = time.monotonic()
+            over_time = budget_left(p.max_minutes, seconds_before + now - started) <= 0
+            over_time, signalled, save_due = world.any(over_time, stop is not None and stop.requested,
+                                                       now - last_save >= 60 * cfg.runtime.checkpoint_minutes)
             if p.max_steps is not None and state["step"] >= p.max_steps:
                 stop_reason = "max_steps"
             elif over_time:
@@ -201,16 +204,15 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
                 save(last_path)
                 bar.close()
                 raise Interrupted(signal_name(stop), str(last_path))
-            now = time.monotonic()
-            if state["step"] % cfg.runtime.checkpoint_every == 0 or now - last_save >= 60 * cfg.runtime.checkpoint_minutes:
+            if state["step"] % cfg.runtime.checkpoint_every == 0 or save_due:
                 save(last_path)
-                last_save = now
+                last_save = time.monotonic()
         if state["batch"] >= len(batches):
             state["epoch"] += 1
             state["batch"] = 0
         # validation at each epoch end, and once when a budget stops the stage mid-epoch
         nll = validation_nll(model, valid, p.batch_tokens * 2, device)
-        improved = nll < state["best_valid_nll"]
+        improved = world.main_decides(nll < state["best_valid_nll"])
         if improved:
             state["best_valid_nll"] = nll
         run.log("pretrain_generator", step=state["step"], epoch=state["epoch"], valid_nll=round(nll, 4),
