@@ -181,7 +181,7 @@ def test_disk_full_or_unwritable_run_dir_is_one_line_exit_2(tiny_run, tmp_path, 
     blocker.write_text("x")
     assert run_cli("prepare", "--config", "tiny", "--run-dir", blocker / "run") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot write" in err[0]
+    assert err == [f"seqgan prepare: error: cannot use {blocker / 'run'} as a run directory: Not a directory"]
 
 
 def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path):
@@ -321,6 +321,10 @@ def test_run_dir_that_is_a_file_and_a_folder_named_like_a_preset(tmp_path, capsy
     f.write_text("x")
     assert run_cli("pretrain", "generator", "--run-dir", f) == 2
     assert "is a file, not a run directory" in one_line(capsys.readouterr().err)
+    # a folder the kernel refuses to make (ENOENT, which is no storage error) is one line too
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", "/proc/seqgan-run") == 2
+    assert one_line(capsys.readouterr().err) == ("seqgan prepare: error: cannot use /proc/seqgan-run as a run "
+                                                 "directory: No such file or directory")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny").mkdir()  # e.g. --run-dir tiny made by an earlier command
     from seqgan.config import load_config
