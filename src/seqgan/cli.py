@@ -290,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # bad arguments (one line already printed), --help, --version
         return e.code if isinstance(e.code, int) else 2
     try:
+        return _run(args)
+    finally:
+        joined = sys.modules.get("seqgan.distributed")  # imported (with torch) only by commands that need it
+        if joined is not None:
+            joined.shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         ctx = make_context(args)
         result = COMMANDS[args.command](ctx) or {}
     except SeqGANError as e:

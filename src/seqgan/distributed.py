@@ -142,6 +142,16 @@ def init(device_name: str) -> tuple[World, str]:
     return _current, (f"cuda:{local}" if use_cuda else "cpu")
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one. A process that exits without it may
+    abort as it ends ("terminate called without an active exception": gloo's threads outlive the
+    interpreter), and torchrun then reports a finished run as failed."""
+    global _current
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _current = SINGLE
+
+
 def per_rank_seed(seed: int, world: World) -> int:
     """Dropout and other local randomness: a different stream per rank, the same for rank 0 as a
     single process (which keeps single-process runs unchanged)."""
