@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
+# e.g. TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' where pip offers no CPU wheel
+TORCH_PIP_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: setup browser demo test test-all lint clean
@@ -12,7 +14,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 

@@ -8,12 +8,12 @@ code, and `config.json` says how to rebuild the module around them.
       model.safetensors   the generator's state dict
       config.json         {"format", "version", "generator": {...}, "tokenizer_hash", "source"}
       spm.model           the SentencePiece model the ids refer to
+      spm.vocab           its pieces and scores, for reading (when the run has it)
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,10 +58,10 @@ def export_generator(cfg: Config, run: RunDir, which: str | None = None, out: st
     # tensors first, config last: a folder with config.json is complete
     atomic_write_bytes(out / "model.safetensors", save(tensors, metadata={"format": FORMAT}))
     atomic_write_bytes(out / "spm.model", run.spm_model.read_bytes())
-    atomic_write_text(out / "config.json", to_json(meta, indent=2) + "\n")
     vocab = run.spm_model.with_suffix(".vocab")
     if vocab.exists():
-        shutil.copyfile(vocab, out / "spm.vocab")
+        atomic_write_bytes(out / "spm.vocab", vocab.read_bytes())
+    atomic_write_text(out / "config.json", to_json(meta, indent=2) + "\n")
     return {"generator": name, "path": str(out), "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}
 

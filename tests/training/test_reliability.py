@@ -243,7 +243,8 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
     out = tmp_path / "exported"
     assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
-    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "spm.model"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "spm.model", "spm.vocab"}
+    assert (out / "spm.vocab").read_bytes() == run.spm_model.with_suffix(".vocab").read_bytes()
     cfg = from_dict(run.read_config())
     tok = Tokenizer.load(run.spm_model)
     ref, _ = load_generator(cfg, run, tok, torch.device("cpu"), "pretrained")
