@@ -81,6 +81,7 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     ("sample.temperature=.nan", "sample.temperature: must be a finite number, got nan"),
     ("pretrain.lr=.inf", "pretrain.lr: must be a finite number, got inf"),
     ("model.discriminator.filter_sizes=[0]", "model.discriminator.filter_sizes: positive integers"),
+    ("model.generator.arch=lstm", "model.generator.arch=lstm reads no context"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

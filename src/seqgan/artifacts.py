@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqgan.config import Config
+from seqgan.config import Config, to_dict
 from seqgan.data.tokenizer import Tokenizer
 from seqgan.errors import CheckpointError, SeqGANError
 from seqgan.models import build_discriminator, build_generator
@@ -55,9 +55,23 @@ def load_generator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch
     ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
     if "model" not in ckpt:
         raise CheckpointError(f"{path} holds no generator")
-    model = build_generator(generator_config(cfg, tokenizer.vocab_size))
+    want = generator_config(cfg, tokenizer.vocab_size)
+    _refuse_another_shape(path, ckpt.get("model_config"), to_dict(want))
+    model = build_generator(want)
     load_model_state(model, ckpt["model"], path)
     return model.to(device).eval(), name
+
+
+def _refuse_another_shape(path: Path, saved: dict | None, want: dict) -> None:
+    """A generator saved with other settings (num_heads, or num_layers of shared layers, change no
+    tensor's shape) would load into this run's model and compute something else: refuse it.
+    Dropout does not matter here, and the tokenizer hash has settled the vocabulary."""
+    if not isinstance(saved, dict):
+        return
+    differ = [k for k, v in want.items() if k not in ("dropout", "vocab_size") and k in saved and saved[k] != v]
+    if differ:
+        shown = ", ".join(f"model.generator.{k}={saved[k]!r} (this run: {want[k]!r})" for k in differ)
+        raise CheckpointError(f"{path} holds a generator built with {shown}; use it from its own run directory")
 
 
 def load_discriminator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch.device,

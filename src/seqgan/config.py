@@ -474,6 +474,9 @@ def validate(cfg: Config) -> None:
         if m.arch == "transformer" and m.hidden_dim % m.num_heads:
             raise ConfigError(f"{key}.hidden_dim ({m.hidden_dim}) must divide by num_heads ({m.num_heads})")
     g = cfg.model.generator
+    if g.arch == "lstm" and g.conditional:
+        raise ConfigError("model.generator.arch=lstm reads no context (it is the oracle experiment's generator): "
+                          "set model.generator.conditional=false for an unconditional one, or use arch=transformer")
     if g.arch == "transformer" and g.max_len < max(cfg.data.max_len, cfg.sample.max_len):
         raise ConfigError(f"model.generator.max_len ({g.max_len}) must be at least data.max_len "
                           f"({cfg.data.max_len}) and sample.max_len ({cfg.sample.max_len})")

@@ -118,6 +118,37 @@ def test_beam_search_finds_the_sequence_greedy_misses():
     assert with_eos.tolist() == [[B, C, EOS]]
 
 
+def test_pad_and_bos_are_never_sampled_in_text_and_may_be_without_eos():
+    """A response holds no pad or bos: a sampled pad was later taken for padding (dropped from the
+    row's end, so the beam's best hypothesis lost its last token) and a bos read as a new start."""
+    V, n = 8, 2000
+    table = torch.full((V, V), -2.0)
+    table[:, PAD] = table[:, BOS] = 3.0  # the model's favourites
+    table[:, EOS] = 0.0
+    model = Bigram(table)
+    kinds = [dict(strategy="greedy"), dict(strategy="beam", num_beams=3),
+             dict(temperature=1.0, generator=torch.Generator().manual_seed(0))]
+    for kw in kinds:
+        out = sample(model, None, None, max_len=6, batch_size=n, **kw)
+        ended = torch.cumsum((out == EOS).long(), 1) - (out == EOS).long() > 0  # positions after eos
+        assert not ((out == PAD) | (out == BOS))[~ended].any(), kw
+    free = sample(model, None, None, max_len=6, batch_size=n, eos_id=None, generator=torch.Generator().manual_seed(0))
+    assert (free == PAD).any() and (free == BOS).any()  # the oracle's ids are all plain tokens
+    # the reference rollout forbids them too, and the fast one agrees with it
+    from seqgan.training.rollout import naive_rollout_rewards, rollout_rewards
+
+    seqs = sample(model, None, None, max_len=4, batch_size=3, strategy="greedy")
+
+    def reward(src, src_mask, y, mask):
+        return ((y == PAD) | (y == BOS)).float().mul(mask).sum(1)  # counts forbidden tokens inside rows
+
+    fast = rollout_rewards(model, reward, None, None, seqs, num_rollouts=2, max_len=4, bos_id=BOS, eos_id=EOS,
+                           pad_id=PAD, temperature=0.0)
+    slow = naive_rollout_rewards(model, reward, None, None, seqs, num_rollouts=2, max_len=4, bos_id=BOS,
+                                 eos_id=EOS, pad_id=PAD, temperature=0.0)
+    assert torch.equal(fast, slow) and not fast.any()
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="strategy"):
         sample(chain(), None, None, max_len=3, batch_size=1, strategy="nucleus")

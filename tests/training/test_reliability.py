@@ -303,6 +303,36 @@ def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys,
     assert len(err) == 1 and message in err[0], err
 
 
+def test_a_generator_saved_with_other_settings_of_the_same_shapes_is_refused(tiny_run, tmp_path, capsys):
+    """num_heads (and num_layers of a shared layer) change no tensor's shape: such a checkpoint
+    loaded into this run's model without an error and computed something else."""
+    from dataclasses import replace
+
+    from seqgan.config import to_dict
+    from seqgan.models import build_generator
+    from seqgan.training.checkpoint import save_checkpoint
+    from seqgan.training.mle import generator_config
+
+    run = _copy(tiny_run, tmp_path / "r")
+    tok = Tokenizer.load(run.spm_model)
+    mine = generator_config(from_dict(run.read_config()), tok.vocab_size)
+    other = replace(mine, num_heads=mine.num_heads * 2, num_layers=mine.num_layers + 1)
+    path = tmp_path / "other.pt"
+    save_checkpoint(path, config={}, tokenizer_hash=tok.hash, model=build_generator(other).state_dict(),
+                    model_config=to_dict(other))
+    for command in (["respond", "--checkpoint", str(path), "hi"], ["export", "--checkpoint", str(path)]):
+        assert run_cli(*command[:1], "--run-dir", run.root, *command[1:]) == 2, command
+        assert one_line(capsys.readouterr().err).endswith(
+            f"holds a generator built with model.generator.num_layers={other.num_layers} (this run: "
+            f"{mine.num_layers}), model.generator.num_heads={other.num_heads} (this run: {mine.num_heads}); use it "
+            "from its own run directory"), command
+    # the same settings but dropout: loaded
+    same = replace(mine, dropout=0.5)
+    save_checkpoint(path, config={}, tokenizer_hash=tok.hash, model=build_generator(same).state_dict(),
+                    model_config=to_dict(same))
+    assert run_cli("respond", "--run-dir", run.root, "--checkpoint", path, "hi") == 0
+
+
 def test_a_signal_after_the_last_check_still_stops_the_command():
     import signal
 

@@ -102,7 +102,7 @@ def _block_size(V: int) -> int | None:
 def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *, temperature: float = 1.0,
                       top_k: int = 0, top_p: float = 1.0, eos_id: int | None = 3, pad_id: int = 1,
                       generator: torch.Generator | None = None, done: torch.Tensor | None = None,
-                      compact_min_rows: int = 64, noise: RowNoise | None = None) -> torch.Tensor:
+                      compact_min_rows: int = 64, noise: RowNoise | None = None, bos_id: int = 2) -> torch.Tensor:
     """Sample `steps` tokens onward from `state` whose next-token logits (B, V) are given. (B, steps)
 
     This is what Monte-Carlo rollouts call after feeding a prefix with `gen.step(state, prefix)`.
@@ -110,7 +110,8 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
     rows still decoded are done, they are dropped from the batch (the state is compacted), so a
     batch of short and long rows costs about what its real tokens cost; the loop ends when every
     row is done. The state is consumed: do not step it afterwards. Row b's i-th token uses draw i
-    of `noise` row b (default: keys 0..B-1, seed drawn from `generator`).
+    of `noise` row b (default: keys 0..B-1, seed drawn from `generator`). With an `eos_id` (text),
+    pad and bos are never picked: they are no response's token.
     """
     B = logits.shape[0]
     device = logits.device
@@ -120,6 +121,8 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
     out = torch.full((B, steps), pad_id, dtype=torch.long, device=device)
     rows = torch.arange(B, device=device)  # original row of each row still decoded
     for i in range(steps):
+        if eos_id is not None:
+            logits = forbid(logits, pad_id, bos_id)
         tok = pick_tokens(logits, temperature, top_k, top_p, u=None if noise is None else noise.uniform(i))
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         out[rows, i] = tok
@@ -136,6 +139,11 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
         if i + 1 < steps:
             logits = gen.step(state, tok[:, None])[:, -1]
     return out
+
+
+def forbid(logits: torch.Tensor, *ids: int) -> torch.Tensor:
+    """`logits` (..., V) with these token ids made impossible (-inf)."""
+    return logits.index_fill(-1, torch.tensor(ids, device=logits.device), float("-inf"))
 
 
 def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -176,7 +184,7 @@ def sample(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | No
     if noise is None and temperature > 0:
         noise = RowNoise.draw(generator, torch.arange(B, device=device) if row_ids is None else row_ids.to(device))
     tokens = continue_sampling(gen, state, logits, max_len, temperature=temperature, top_k=top_k, top_p=top_p,
-                               eos_id=eos_id, pad_id=pad_id, noise=noise)
+                               eos_id=eos_id, pad_id=pad_id, noise=noise, bos_id=bos_id)
     return _trim(tokens, pad_id) if eos_id is not None else tokens
 
 
@@ -198,6 +206,8 @@ def beam_search(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor
     for _ in range(max_len):
         logp = torch.log_softmax(gen.step(state, inp)[:, -1].float(), dim=-1).view(B, K, -1)  # (B, K, V)
         V = logp.shape[-1]
+        if eos_id is not None:  # pad and bos are no response's token
+            logp = forbid(logp, pad_id, bos_id)
         # a finished beam continues with pad at no cost, and only with pad
         fin = torch.full_like(logp, float("-inf"))
         fin[..., pad_id] = 0.0

@@ -41,7 +41,14 @@ from seqgan.training.checkpoint import (
     set_rng_state,
 )
 from seqgan.training.generate import content_tokens, contexts_of, generate_responses
-from seqgan.training.mle import budget_left, mle_loss, stopped_by_budget, to_device, validation_nll
+from seqgan.training.mle import (
+    budget_left,
+    generator_config,
+    mle_loss,
+    stopped_by_budget,
+    to_device,
+    validation_nll,
+)
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
     apply_baseline,
@@ -230,7 +237,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                         rollout=rollout.state_dict(), discriminator=disc.state_dict(),
                         optimizer=g_optimizer.state_dict(), d_optimizer=d_optimizer.state_dict(),
                         state=dict(state), amp=stepper.state_dict(), d_amp=d_stepper.state_dict(), rng=rng_state(g),
-                        model_config=to_dict(cfg.model.generator), **extra)
+                        model_config=to_dict(generator_config(cfg, tokenizer.vocab_size)), **extra)
 
     vrng = np.random.default_rng(cfg.runtime.seed + 5)
     vidx = vrng.permutation(len(valid))[: min(len(valid), 500)]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from seqgan.models.noise import RowNoise
-from seqgan.models.sampling import continue_sampling, filter_logits
+from seqgan.models.sampling import continue_sampling, filter_logits, forbid
 from seqgan.training.policy import length_mask, sequence_lengths
 
 # reward_fn(src, src_mask, responses (B, T), response_mask (B, T)) -> rewards in [0, 1], (B,)
@@ -85,7 +85,8 @@ def rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Tensor | 
             state = base.select(rep)  # a copy: the continuations do not touch base
             logits = next_logits[rep]  # (R, V)
             cont = continue_sampling(policy, state, logits, max_len - t, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, eos_id=eos_id, pad_id=pad_id, noise=noise.select(rep).fork(j, t))
+                                     top_p=top_p, eos_id=eos_id, pad_id=pad_id, noise=noise.select(rep).fork(j, t),
+                                     bos_id=bos_id)
             full = torch.cat([seqs[rep, :t], cont], dim=1)  # (R, max_len)
             mask = length_mask(sequence_lengths(full, eos_id), full.shape[1])
             r = reward_fn(_rows(src, rep), _rows(src_mask, rep), full, mask).float()  # (R,)
@@ -115,6 +116,8 @@ def naive_rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Ten
             done = (y == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
             while y.shape[1] < max_len:
                 logits = policy(src, src_mask, torch.cat([bos, y], dim=1))[:, -1]  # full re-run, no cache
+                if eos_id is not None:
+                    logits = forbid(logits, pad_id, bos_id)
                 if temperature <= 0:
                     nxt = logits.argmax(-1)
                 else:
