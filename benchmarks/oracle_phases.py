@@ -88,8 +88,9 @@ def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, ra
         "mle_epoch": lambda: mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip, rng, device, precision),
         "sample": lambda: sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g),
         "d_epoch": lambda: discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device, precision=precision),
-        "g_step": lambda: generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
-                                         o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision),
+        "g_step": lambda: (disc.eval(), generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len,
+                                                       o.rollouts, o.grad_clip, cfg.adversarial.rollout_chunk, g,
+                                                       device, precision, o.pg_loss)),  # D scores as in a round
     }
     result = {}
     for name, fn in steps.items():

@@ -1,7 +1,8 @@
 """MLE training throughput and MFU of the chitchat-cpu generator on this machine.
 
-Model FLOPs are counted analytically from the padded batch shapes (every matmul of the forward
-pass, attention included, x3 for forward + backward); the peak is a large fp32 `torch.matmul`
+Model FLOPs are counted analytically on the batches' real tokens (every matmul of the forward
+pass, attention over the padded lengths included, x3 for forward + backward; padding positions
+are computed but not counted); the peak is a large fp32 `torch.matmul`
 timed in the same run. Batches are token-budget batches of synthetic pairs with the chitchat
 corpus's length profile (context ~19, response ~20 tokens, responses cut at 40).
 

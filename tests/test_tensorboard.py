@@ -42,3 +42,37 @@ def test_missing_tensorboard_package_is_one_line_exit_2(tiny_run, tmp_path, monk
     run = _copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.tensorboard=true") == 2
     assert "pip install 'seqgan[tensorboard]'" in one_line(capsys.readouterr().err)
+
+
+def test_oracle_curves_are_tagged_by_phase_at_their_epoch_or_round(tmp_path):
+    """The oracle's records carry `phase` and `index`: each phase is a curve of its own, at its
+    epochs or rounds (they all sat at step 0 in one tag, with `index` logged as a number)."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunDir(tmp_path / "o")
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run.root, "runtime.tensorboard=true") == 0
+    events = EventAccumulator(str(run.root / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert not [t for t in tags if t.endswith("/index")] and "oracle/nll_oracle" not in tags
+    for phase in ("mle", "adversarial"):
+        logged = [r for r in run.read_metrics("oracle") if r.get("phase") == phase and "nll_oracle" in r]
+        scalars = events.Scalars(f"oracle/{phase}/nll_oracle")
+        assert [s.step for s in scalars] == [r["index"] for r in logged] and len(logged) >= 2, phase
+        assert [round(s.value, 4) for s in scalars] == pytest.approx([r["nll_oracle"] for r in logged], abs=1e-4)
+    assert "oracle/d_pretrain/d_accuracy" in tags and "oracle/adversarial/d_accuracy" in tags
+
+
+def test_a_command_stopped_by_a_missing_stage_leaves_no_tensorboard_folder(tmp_path, capsys):
+    """The event folder appears with the first record: a stage stopped before it (no tokenizer
+    yet) left tensorboard/ behind, and prepare then refused the folder as not a run directory."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from support import dialogues, write_jsonl
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20))
+    run = tmp_path / "r"
+    assert run_cli("pretrain", "generator", "--config", "tiny", "--run-dir", run, "runtime.tensorboard=true") == 2
+    assert "no tokenizer yet" in one_line(capsys.readouterr().err)
+    assert not (run / "tensorboard").exists()
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}") == 0

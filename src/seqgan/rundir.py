@@ -74,7 +74,8 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._tensorboard = None  # a SummaryWriter once enable_tensorboard() was called
+        self._tensorboard = None  # a SummaryWriter from the first record after enable_tensorboard()
+        self._tensorboard_on = False
 
     # paths -----------------------------------------------------------------
     @property
@@ -189,24 +190,36 @@ class RunDir:
                     line = "\n" + line
             f.write(line.encode("utf-8"))
             f.flush()
-        if self._tensorboard is not None:
-            step = next((values[k] for k in ("step", "round", "epoch") if isinstance(values.get(k), int)), 0)
-            for k, v in values.items():
-                if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "round"):
-                    self._tensorboard.add_scalar(f"{stage}/{k}", v, step)
-            self._tensorboard.flush()
+        if self._tensorboard_on:
+            self._write_tensorboard(stage, values)
         return rec
 
+    def _write_tensorboard(self, stage: str, values: dict) -> None:
+        """Each number of a record as a scalar at the record's step, round, epoch or index; a
+        record with a phase (the oracle's mle, d_pretrain, adversarial) tags its own curves."""
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.root / "tensorboard"))
+        step = next((values[k] for k in ("step", "round", "epoch", "index") if isinstance(values.get(k), int)), 0)
+        phase = values.get("phase")
+        prefix = f"{stage}/{phase}" if isinstance(phase, str) else stage
+        for k, v in values.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "round", "index"):
+                self._tensorboard.add_scalar(f"{prefix}/{k}", v, step)
+        self._tensorboard.flush()
+
     def enable_tensorboard(self) -> None:
-        """Also write every logged number to TensorBoard event files in RUN_DIR/tensorboard/."""
-        if not main_process() or self._tensorboard is not None:
+        """Also write every logged number to TensorBoard event files in RUN_DIR/tensorboard/,
+        from the first record on (a command that stops before it logs leaves no folder behind)."""
+        if not main_process():
             return
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            import torch.utils.tensorboard  # noqa: F401 - a missing package is said now, not at the first record
         except ImportError:
             raise ConfigError("runtime.tensorboard=true needs the tensorboard package: "
                               "pip install 'seqgan[tensorboard]'") from None
-        self._tensorboard = SummaryWriter(str(self.root / "tensorboard"))
+        self._tensorboard_on = True
 
     def read_metrics(self, stage: str | None = None) -> list[dict]:
         if not self.metrics_path.exists():
