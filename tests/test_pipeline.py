@@ -235,3 +235,31 @@ def test_run_says_when_a_stage_predates_the_generator_it_started_from(finished_r
     assert "checkpoints/adversarial predates the current generator checkpoint" in err
     assert run_cli("run", "--run-dir", finished_run) == 0  # nothing changed: no note
     assert "predates" not in capsys.readouterr().err
+
+
+def test_texygen_bleu_takes_every_test_response_as_a_reference(finished_run):
+    """Texygen's BLEU scores a response against the whole reference set (it took only the
+    references of the sampled contexts); Self-BLEU is that of the samples."""
+    import numpy as np
+    import torch
+
+    from seqgan import artifacts
+    from seqgan.config import from_dict
+    from seqgan.data.dataset import PairDataset
+    from seqgan.evaluate import evaluate_generator
+    from seqgan.metrics.bleu import self_bleu, texygen_bleu, words
+    from seqgan.training.generate import content_tokens
+
+    r = RunDir(finished_run)
+    cfg = from_dict(r.read_config())
+    cfg.eval.two_sample_test = False
+    tok = artifacts.load_tokenizer(r)
+    gen, _ = artifacts.load_generator(cfg, r, tok, torch.device("cpu"), "pretrained")
+    data = PairDataset.load(r.split_path("test"))
+    idx = np.arange(3)  # three of the split's contexts
+    m, fakes = evaluate_generator(cfg, gen, tok, data, idx, None, torch.device("cpu"))
+    everyone = [words(data.response_text(i)) for i in range(len(data))]
+    assert len(everyone) > len(idx)
+    assert m["texygen_bleu_2"] == pytest.approx(texygen_bleu([words(tok.decode(f.tolist())) for f in fakes],
+                                                             everyone, 2), abs=1e-12)
+    assert m["self_bleu_4"] == pytest.approx(self_bleu([content_tokens(f) for f in fakes], 4), abs=1e-12)

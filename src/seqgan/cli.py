@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir, main_process, to_json
 
 DEFAULT_PRESET = "chitchat-cpu"
+# commands that a torchrun world would run once per rank, each rank doing all of it (serve binding one
+# port twice, the oracle training N different models): refused under torchrun
+SINGLE_PROCESS_COMMANDS = ("oracle", "chat", "respond", "serve", "compare", "export", "plot")
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
 
 
@@ -47,6 +51,8 @@ def _stages():
 def cmd_prepare(ctx: Ctx) -> dict:
     from seqgan.data.prepare import prepare
 
+    if not main_process():  # under torchrun, rank 0 alone prepares the run's files
+        return {}
     with ctx.run.lock():
         return prepare(ctx.cfg, ctx.run, force=ctx.args.force)
 
@@ -277,6 +283,9 @@ def make_context(args: argparse.Namespace) -> Ctx:
         cfg = C.load_config(args.config or DEFAULT_PRESET, overrides)
     if getattr(args, "compare", None):
         return Ctx(cfg, run, args)  # several runs: each is read with its own config
+    if args.command in SINGLE_PROCESS_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SeqGANError(f"{args.command} runs in one process: start it without torchrun (torchrun runs "
+                          "prepare, pretrain, generate, train, evaluate and run)")
     oracle = args.command == "oracle"
     run.check_config(cfg, C.ORACLE_FROZEN_SECTIONS if oracle else C.FROZEN_SECTIONS)
     if args.command in ("prepare", "run", "oracle"):  # the commands that start a run: before the lock file

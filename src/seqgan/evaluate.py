@@ -89,9 +89,11 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
     toks = [content_tokens(f) for f in fakes]
     m = {"test_nll": nll, "test_ppl": math.exp(min(nll, 50))}
     m.update(corpus_bleu(hyps, refs))
-    m.update(texygen_bleus([words(h) for h in hyps], [words(r) for r in refs], (2, 3, 4)))
+    # Texygen's BLEU scores each response against the whole reference set: every test response
+    everyone = [words(data.response_text(i)) for i in range(len(data))]
+    m.update(texygen_bleus([words(h) for h in hyps], everyone, (2, 3, 4)))
     m.update({"distinct_1": distinct_n(toks, 1), "distinct_2": distinct_n(toks, 2),
-              "self_bleu_4": self_bleu(toks, 4, max_samples=500), "mean_length": mean_length(toks),
+              "self_bleu_4": self_bleu(toks, 4), "mean_length": mean_length(toks),
               "repetition_rate": repetition_rate(toks)})
     if disc is not None:
         ex = dtrain.build_examples(data, idx, fakes, 0.0, np.random.default_rng(0))

@@ -156,13 +156,17 @@ def _warn_if_older(run: RunDir, stage: str, *inputs: str) -> None:
 
 def run_all(cfg: Config, run: RunDir) -> dict:
     """Every stage in order; each finished stage is skipped, an interrupted one resumes."""
+    from seqgan import distributed
     from seqgan.data.prepare import prepare
 
     results: dict = {}
     t0 = time.monotonic()
     say(f"[1/6] prepare -> {run.root}")
-    with run.lock():
-        results["prepare"] = prepare(cfg, run)
+    world, _ = distributed.init(cfg.runtime.device)  # under torchrun, rank 0 alone prepares; the others wait
+    if world.main:
+        with run.lock():
+            results["prepare"] = prepare(cfg, run)
+    world.barrier()
     say("[2/6] pretrain generator (MLE)")
     results["pretrain_generator"] = pretrain_generator(cfg, run)
     samples = run.samples_dir / "valid.txt"

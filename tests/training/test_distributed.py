@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from support import run_cli
+from support import dialogues, run_cli, write_jsonl
 from test_resume import StopAfter
 
 from seqgan.config import from_dict
@@ -106,6 +106,59 @@ def test_two_processes_with_dropout_resume_bitwise_as_they_went_on(tiny_run, tmp
     assert a["state"]["round"] == b["state"]["round"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert len(a["rng"]["ranks"]) == 2 and not torch.equal(a["rng"]["ranks"][0]["torch"], a["rng"]["ranks"][1]["torch"])
+
+
+def test_seqgan_run_under_torchrun_prepares_once_and_one_process_commands_are_refused(tmp_path):
+    """Every rank ran prepare in the same folder (they removed and made its partial folder under
+    each other); a command that runs in one process (oracle, serve, ...) ran once per rank."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(60, seed=3))
+    run = RunDir(tmp_path / "r")
+    log = torchrun("run", "--config", "tiny", "--run-dir", run.root, "data.corpus=jsonl", f"data.path={corpus}",
+                   "adversarial.steps=2", "discriminator.rounds=1")
+    assert log.count("[1/6] prepare") == 1 and run.eval_path.exists() and run.read_manifest() is not None
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "seqgan", "oracle", "--config", "tiny", "--run-dir", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0 and "seqgan oracle: error: oracle runs in one process: start it without torchrun" \
+        in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_two_sample_classifier_trains_alike_on_every_rank(monkeypatch):
+    """Without DDP, a discriminator trained on a rank's share of each batch drifted apart from the
+    other ranks' (and a rank's total was its share's): every rank takes whole batches."""
+    import copy
+
+    import numpy as np
+
+    from seqgan import distributed
+    from seqgan.config import load_config
+    from seqgan.models import build_discriminator
+    from seqgan.models.discriminator import DiscriminatorConfig
+    from seqgan.training.discriminator import DExamples, train_epochs
+    from seqgan.training.optim import adam
+
+    rng = np.random.default_rng(0)
+    ex = DExamples([rng.integers(4, 30, 5) for _ in range(64)], [rng.integers(4, 30, 6) for _ in range(64)],
+                   np.tile([1.0, 0.0], 32).astype(np.float32))
+    torch.manual_seed(0)
+    disc = build_discriminator(DiscriminatorConfig(vocab_size=30, embed_dim=8, hidden_dim=16, ff_dim=16,
+                                                   num_layers=1, num_heads=2, max_len=12, dropout=0.0))
+    dc = load_config("tiny").discriminator
+    fits = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "_current", distributed.World(rank=rank, size=2))
+        model = copy.deepcopy(disc)
+        fit = train_epochs(model, adam(model.parameters(), 1e-2), ex, 2, dc, torch.device("cpu"),
+                           np.random.default_rng(1))
+        fits[rank] = (fit, model.state_dict())
+    monkeypatch.setattr(distributed, "_current", distributed.SINGLE)
+    alone = copy.deepcopy(disc)
+    fit = train_epochs(alone, adam(alone.parameters(), 1e-2), ex, 2, dc, torch.device("cpu"), np.random.default_rng(1))
+    for rank in (0, 1):
+        assert fits[rank][0] == fit
+        assert all(torch.equal(fits[rank][1][k], v) for k, v in alone.state_dict().items())
 
 
 def test_a_resumed_rank_keeps_a_stream_of_its_own(monkeypatch):

@@ -55,6 +55,40 @@ def test_mle_resume_after_interrupt_equals_uninterrupted(tiny_run, tmp_path):
         assert torch.equal(wa[k], wb[k]), k
 
 
+def test_a_learning_rate_given_on_a_resume_takes_effect_at_the_saved_point_of_the_schedule(tiny_run, tmp_path):
+    """The optimizer's saved rate (and the schedule's saved peak) overrode pretrain.lr given on a
+    resume; adversarial.lr likewise."""
+    from seqgan.models import build_generator
+    from seqgan.training.mle import generator_config
+    from seqgan.training.optim import make_adamw, warmup_cosine
+
+    run = _copy(tiny_run, tmp_path / "r")
+    cfg = from_dict(run.read_config())
+    cfg.pretrain.max_steps, cfg.runtime.checkpoint_every = 6, 10_000
+    tok = Tokenizer.load(run.spm_model)
+    with pytest.raises(Interrupted):
+        pretrain_generator(cfg, run, torch.device("cpu"), tok, stop=StopAfter(3))
+    cfg.pretrain.lr = 0.123
+    pretrain_generator(cfg, run, torch.device("cpu"), tok)
+    groups = torch.load(run.checkpoint("generator", "last"), weights_only=True)["optimizer"]["param_groups"]
+    # the schedule as a run begun with lr 0.123 has it after 6 steps
+    reference = make_adamw(build_generator(generator_config(cfg, tok.vocab_size)), 0.123, cfg.pretrain.weight_decay)
+    schedule = warmup_cosine(reference, cfg.pretrain.warmup_steps, 6, cfg.pretrain.min_lr_ratio)
+    for _ in range(6):
+        reference.step()
+        schedule.step()
+    assert [g["initial_lr"] for g in groups] == [0.123] * len(groups)
+    assert [g["lr"] for g in groups] == pytest.approx([g["lr"] for g in reference.param_groups])
+    # the adversarial stage (no schedule): its lr as given
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
+    assert run_cli("train", "--run-dir", run.root, "adversarial.steps=1") == 0
+    assert run_cli("train", "--run-dir", run.root, "adversarial.steps=2", "adversarial.lr=0.0456",
+                   "discriminator.lr=0.0789") == 0
+    ckpt = torch.load(run.checkpoint("adversarial", "last"), weights_only=True)
+    assert {g["lr"] for g in ckpt["optimizer"]["param_groups"]} == {0.0456}
+    assert {g["lr"] for g in ckpt["d_optimizer"]["param_groups"]} == {0.0789}
+
+
 def test_corrupt_checkpoint_exits_2_with_message(tiny_run, tmp_path, capsys):
     r = _copy(tiny_run, tmp_path / "c")
     path = r.checkpoint("generator", "last")

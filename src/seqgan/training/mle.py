@@ -40,6 +40,7 @@ from seqgan.training.optim import (
     Stepper,
     load_optimizer_state,
     make_adamw,
+    resume_schedule,
     warmup_cosine,
 )
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
@@ -130,6 +131,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
         load_model_state(model, ckpt["model"], last_path)
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        resume_schedule(scheduler)  # the command's pretrain.lr at the saved point of the schedule
         stepper.load_state_dict(ckpt.get("amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"])

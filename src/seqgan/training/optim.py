@@ -22,13 +22,17 @@ def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """`optimizer.load_state_dict(state)`, keeping this optimizer's kernel choice (fused or not).
+    """`optimizer.load_state_dict(state)`, keeping this optimizer's kernel choice (fused or not)
+    and learning rate.
 
     torch restores every saved group option, `fused` included, so a checkpoint written by a
     build without the fused kernel would otherwise switch it off, and one written with it would
-    switch it on where it does not exist.
+    switch it on where it does not exist; and the saved `lr` would override the one the command
+    was given (a learning rate set on a resume must take effect). A scheduled optimizer then
+    takes its rate from the schedule: `resume_schedule`.
     """
-    kernels = [{k: group.get(k) for k in ("fused", "foreach")} for group in optimizer.param_groups]
+    kernels = [{k: group.get(k) for k in ("fused", "foreach", "lr", "initial_lr") if k in group}
+               for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
         group.update(kernel)
@@ -47,6 +51,16 @@ def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[fl
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return adam(groups, lr, decoupled=True, betas=betas)
+
+
+def resume_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After `scheduler.load_state_dict`: the schedule's position is the saved one, its peak the
+    optimizer's own `initial_lr` (the command's learning rate), and each group's current rate
+    follows from both."""
+    groups = scheduler.optimizer.param_groups
+    scheduler.base_lrs = [g["initial_lr"] for g in groups]
+    for g, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        g["lr"] = base * factor(scheduler.last_epoch)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
