@@ -79,7 +79,10 @@ def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.nda
 
 
 def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset, idx: np.ndarray,
-                       disc: nn.Module | None, device: torch.device) -> tuple[dict, list[np.ndarray]]:
+                       disc: nn.Module | None, device: torch.device,
+                       references: list[list[str]] | None = None) -> tuple[dict, list[np.ndarray]]:
+    """One generator's metrics and samples. `references`: the words of every response of `data`
+    (Texygen BLEU's reference set), when the caller has them already."""
     nll = validation_nll(gen, data, cfg.pretrain.batch_tokens * 2, device)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 21)
     fakes = generate_responses(gen, contexts_of(data, idx), cfg.sample, device, g,
@@ -90,8 +93,9 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
     m = {"test_nll": nll, "test_ppl": math.exp(min(nll, 50))}
     m.update(corpus_bleu(hyps, refs))
     # Texygen's BLEU scores each response against the whole reference set: every test response
-    everyone = [words(data.response_text(i)) for i in range(len(data))]
-    m.update(texygen_bleus([words(h) for h in hyps], everyone, (2, 3, 4)))
+    if references is None:
+        references = response_words(data)
+    m.update(texygen_bleus([words(h) for h in hyps], references, (2, 3, 4)))
     m.update({"distinct_1": distinct_n(toks, 1), "distinct_2": distinct_n(toks, 2),
               "self_bleu_4": self_bleu(toks, 4), "mean_length": mean_length(toks),
               "repetition_rate": repetition_rate(toks)})
@@ -104,6 +108,11 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
     return m, fakes
 
 
+def response_words(data: PairDataset) -> list[list[str]]:
+    """The words of every response of `data`, as BLEU sees them."""
+    return [words(data.response_text(i)) for i in range(len(data))]
+
+
 def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> dict:
     data = PairDataset.load(run.split_path(cfg.eval.split))
     rng = np.random.default_rng(cfg.runtime.seed + 7)
@@ -113,7 +122,7 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
     if disc is None and run.checkpoint("discriminator", "best").exists():
         disc = artifacts.load_discriminator(cfg, run, tokenizer, device)[0].eval()
     result: dict = {"run": str(run.root), "split": cfg.eval.split, "pairs": int(n), "generators": {}, "examples": []}
-    samples = {}
+    samples, references = {}, response_words(data)  # the reference set, read once for both generators
     for which in ("pretrained", "adversarial"):
         try:
             gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, which)
@@ -122,7 +131,7 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
                 raise
             print(f"evaluate: no adversarial generator ({e})", file=sys.stderr)
             continue
-        metrics, fakes = evaluate_generator(cfg, gen, tokenizer, data, idx, disc, device)
+        metrics, fakes = evaluate_generator(cfg, gen, tokenizer, data, idx, disc, device, references)
         result["generators"][which] = {k: round(float(v), 5) for k, v in metrics.items()}
         samples[which] = fakes
     for j in range(min(cfg.eval.num_examples, n)):

@@ -120,9 +120,10 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
     done = torch.zeros(B, dtype=torch.bool, device=device) if done is None else done.clone()
     out = torch.full((B, steps), pad_id, dtype=torch.long, device=device)
     rows = torch.arange(B, device=device)  # original row of each row still decoded
+    banned = special_ids(pad_id, bos_id, device) if eos_id is not None else None
     for i in range(steps):
-        if eos_id is not None:
-            logits = forbid(logits, pad_id, bos_id)
+        if banned is not None:
+            logits = forbid(logits, banned)
         tok = pick_tokens(logits, temperature, top_k, top_p, u=None if noise is None else noise.uniform(i))
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         out[rows, i] = tok
@@ -141,9 +142,14 @@ def continue_sampling(gen: nn.Module, state, logits: torch.Tensor, steps: int, *
     return out
 
 
-def forbid(logits: torch.Tensor, *ids: int) -> torch.Tensor:
-    """`logits` (..., V) with these token ids made impossible (-inf)."""
-    return logits.index_fill(-1, torch.tensor(ids, device=logits.device), float("-inf"))
+def special_ids(pad_id: int, bos_id: int, device: torch.device) -> torch.Tensor:
+    """The ids no response holds (pad, bos), for `forbid`: made once per decoding loop."""
+    return torch.tensor([pad_id, bos_id], device=device)
+
+
+def forbid(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """`logits` (..., V) with the token ids `ids` made impossible (-inf)."""
+    return logits.index_fill(-1, ids, float("-inf"))
 
 
 def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -203,11 +209,12 @@ def beam_search(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor
     lengths = torch.zeros(B, K, dtype=torch.long, device=device)
     done = torch.zeros(B, K, dtype=torch.bool, device=device)
     inp = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    banned = special_ids(pad_id, bos_id, device) if eos_id is not None else None
     for _ in range(max_len):
         logp = torch.log_softmax(gen.step(state, inp)[:, -1].float(), dim=-1).view(B, K, -1)  # (B, K, V)
         V = logp.shape[-1]
-        if eos_id is not None:  # pad and bos are no response's token
-            logp = forbid(logp, pad_id, bos_id)
+        if banned is not None:  # pad and bos are no response's token
+            logp = forbid(logp, banned)
         # a finished beam continues with pad at no cost, and only with pad
         fin = torch.full_like(logp, float("-inf"))
         fin[..., pad_id] = 0.0

@@ -169,9 +169,10 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     repeatedly passes one guard to every call, so the count in a row spans the calls.
     `ddp`: `disc` wrapped by `World.wrap` (once per stage); each rank then takes a share of every
     batch. Without it every rank trains on whole batches (alike on every rank: a rank's share
-    would train its own copy apart from the others'). `extra_loss` gets the plain module. `position`: where a resumed call starts (the
-    batches before it are drawn from `rng` and passed over) and how it saves mid-way: when
-    `position.due()` after a step, and on a signal before raising Interrupted.
+    would train its own copy apart from the others'). `extra_loss` gets the plain module.
+    `position`: where a resumed call starts (the batches before it are drawn from `rng` and
+    passed over) and how it saves mid-way: when `position.due()` after a step, and on a signal
+    before raising Interrupted.
     """
     world = distributed.current() if ddp is not None else distributed.SINGLE
     model = ddp if ddp is not None else disc

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from seqgan.models.noise import RowNoise
-from seqgan.models.sampling import continue_sampling, filter_logits, forbid
+from seqgan.models.sampling import continue_sampling, filter_logits, forbid, special_ids
 from seqgan.training.policy import length_mask, sequence_lengths
 
 # reward_fn(src, src_mask, responses (B, T), response_mask (B, T)) -> rewards in [0, 1], (B,)
@@ -117,7 +117,7 @@ def naive_rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Ten
             while y.shape[1] < max_len:
                 logits = policy(src, src_mask, torch.cat([bos, y], dim=1))[:, -1]  # full re-run, no cache
                 if eos_id is not None:
-                    logits = forbid(logits, pad_id, bos_id)
+                    logits = forbid(logits, special_ids(pad_id, bos_id, logits.device))
                 if temperature <= 0:
                     nxt = logits.argmax(-1)
                 else:
