@@ -55,7 +55,9 @@ def export_generator(cfg: Config, run: RunDir, which: str | None = None, out: st
         "tokenizer_hash": tokenizer.hash,
         "source": str(path),
     }
-    # tensors first, config last: a folder with config.json is complete
+    # tensors first, config last: a folder with config.json is complete (a re-export first takes
+    # the old one away, so that one cut short never pairs new weights with an old tokenizer)
+    (out / "config.json").unlink(missing_ok=True)
     atomic_write_bytes(out / "model.safetensors", save(tensors, metadata={"format": FORMAT}))
     atomic_write_bytes(out / "spm.model", run.spm_model.read_bytes())
     vocab = run.spm_model.with_suffix(".vocab")

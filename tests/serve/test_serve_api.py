@@ -151,6 +151,42 @@ def test_other_http_errors_have_the_same_shape(client, make_app):
         assert small.get("/v1/info").json()["limits"]["max_context_turns"] == 2
 
 
+def test_get_routes_answer_head_too(client):
+    for path in ("/", "/healthz", "/v1/info", "/static/chat.js", "/favicon.ico"):
+        r = client.head(path)
+        assert r.status_code in (200, 204), (path, r.status_code)
+        assert r.content == b""
+
+
+def test_respond_takes_json_only(client):
+    body = json.dumps({"context": ["hi"]})
+    for media in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": media} if media else {}
+        assert_client_error(client.post("/v1/respond", content=body, headers=headers), 415, "application/json")
+    r = client.post("/v1/respond", content=body, headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+def test_a_turn_longer_than_the_limit_is_refused_before_batching(make_app):
+    with TestClient(make_app("full", max_context_chars=10_000)) as c:
+        limits = c.get("/v1/info").json()["limits"]
+        assert limits["max_turn_chars"] == 4000 and limits["max_context_chars"] == 10_000
+        assert_client_error(c.post("/v1/respond", json={"context": ["hi " * 1667]}), 422, "4000 characters a turn")
+        assert c.get("/v1/info").json()["batching"]["requests"] == 0
+
+
+def test_a_context_with_nothing_left_once_normalized_never_joins_a_batch(make_app):
+    """It used to fail its whole batch, whose other requests were then answered one at a time."""
+    with TestClient(make_app("full", max_batch_size=8, max_wait_ms=300)) as c:
+        bodies = [{"context": ["how are you doing today"], "max_len": 6}] * 6 + [{"context": ["\x01"], "max_len": 6}]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            replies = list(pool.map(lambda b: c.post("/v1/respond", json=b), bodies))
+        stats = c.get("/v1/info").json()["batching"]
+    assert_client_error(replies[-1], 422, "empty")
+    assert all(r.status_code == 200 for r in replies[:-1])
+    assert stats["requests"] == 6 and max(r.json()["batch_size"] for r in replies[:-1]) > 1
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30),

@@ -233,7 +233,7 @@ def test_random_bytes_as_checkpoints_exit_2(tiny_run, tmp_path, capsys):
         assert len(err) == 1 and "checkpoint" in err[0], err
 
 
-def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
+def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
     from seqgan.artifacts import load_generator
@@ -261,9 +261,27 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys):
     with torch.no_grad():
         assert torch.equal(model(src, torch.ones_like(src, dtype=torch.bool), tgt),
                            ref(src, torch.ones_like(src, dtype=torch.bool), tgt))
+    # a re-export cut short after the new weights leaves no config.json: the folder is not taken
+    # for a complete export pairing the new weights with the old tokenizer
+    from seqgan import export
+    from seqgan.errors import CheckpointError
+
+    real_write = export.atomic_write_bytes
+
+    def crash_on_tokenizer(path, data):
+        if path.name == "spm.model":
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(export, "atomic_write_bytes", crash_on_tokenizer)
+    with pytest.raises(OSError):
+        export.export_generator(cfg, run, "pretrained", out)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_exported(out)
+    assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
     # a damaged export is refused with one line
     (out / "model.safetensors").write_bytes(os.urandom(100))
-    from seqgan.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not readable"):
         load_exported(out)

@@ -7,7 +7,6 @@ only for a bug). Model work runs in the batcher's single worker thread, never on
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqgan import __version__, artifacts
 from seqgan import config as C
-from seqgan.chat import Responder
+from seqgan.chat import Responder, encode_context
 from seqgan.config import Config
 from seqgan.errors import SeqGANError
 from seqgan.models.sampling import MIN_TEMPERATURE, MIN_TOP_P
@@ -32,8 +32,6 @@ from seqgan.rundir import RunDir
 from seqgan.serve import schemas
 from seqgan.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from seqgan.serve.schemas import Limits, RespondRequest, describe
-
-log = logging.getLogger("seqgan.serve")
 
 GENERATORS = ("pretrained", "adversarial")
 STATIC = {  # served name -> (file in static/, media type)
@@ -120,11 +118,16 @@ class Engine:
         top_p = max(top_p, MIN_TOP_P)
         return (req.generator, strategy, float(temperature), int(top_k), float(top_p), int(beams), int(max_len))
 
-    def run_batch(self, key: Hashable, contexts: list[list[str]]) -> list[dict]:
+    def encode(self, req: RespondRequest) -> np.ndarray:
+        """The request's context as the generator reads it (a SeqGANError when nothing is left);
+        done per request, before batching, so that one bad context never fails a batch."""
+        return encode_context(self.responders[req.generator].tokenizer, req.context, self.cfg)
+
+    def run_batch(self, key: Hashable, contexts: list[np.ndarray]) -> list[dict]:
         which, strategy, temperature, top_k, top_p, num_beams, max_len = key  # type: ignore[misc]
         opts = dataclasses.replace(self.cfg.sample, strategy=strategy, temperature=temperature, top_k=top_k,
                                    top_p=top_p, num_beams=num_beams, max_len=max_len)
-        out = self.responders[which].respond_batch(contexts, opts)
+        out = self.responders[which].respond_ids(contexts, opts)
         for r in out:
             r["batch_size"] = len(contexts)
         return out
@@ -184,7 +187,8 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
     scfg.validate()
     engine = engine or Engine(cfg, run)
     batcher = MicroBatcher(engine.run_batch, scfg.max_batch_size, scfg.max_wait_ms, scfg.max_queue)
-    limits = Limits(scfg.max_context_turns, scfg.max_context_chars, engine.max_len)
+    limits = Limits(max_context_turns=scfg.max_context_turns, max_context_chars=scfg.max_context_chars,
+                    max_len=engine.max_len)
     static = {path: (resources.files("seqgan.serve").joinpath("static", name).read_bytes(), media)
               for path, (name, media) in STATIC.items()}
 
@@ -214,14 +218,13 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return error(500, "internal error")
+        return error(500, "internal error")  # the server logs the traceback: Starlette raises it again
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/info")
+    @app.api_route("/v1/info", methods=["GET", "HEAD"])
     async def info() -> dict:
         sample = C.to_dict(cfg.sample)
         sample.pop("batch_size", None)
@@ -233,6 +236,7 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
             "limits": {
                 "max_context_turns": limits.max_context_turns,
                 "max_context_chars": limits.max_context_chars,
+                "max_turn_chars": limits.max_turn_chars,
                 "max_len": limits.max_len,
                 "temperature": [0.0, schemas.MAX_TEMPERATURE],
                 "top_p": "(0, 1]",
@@ -248,6 +252,9 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
         "application/json": {"schema": RespondRequest.model_json_schema()}}}})
     async def respond(request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":  # not text/plain either: a page elsewhere could post that unasked
+            raise ApiError(415, f"the request body must be JSON sent as application/json, not {media or 'untyped'}")
         raw = await request.body()
         try:
             req = RespondRequest.model_validate_json(raw, context={"limits": limits})
@@ -256,7 +263,11 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
         if req.generator not in engine.responders:
             raise ApiError(404, engine.missing[req.generator])
         try:
-            out = await batcher.submit(engine.options(req), req.context)
+            ids = engine.encode(req)
+        except SeqGANError as e:
+            raise ApiError(422, str(e)) from None
+        try:
+            out = await batcher.submit(engine.options(req), ids)
         except (Overloaded, ShuttingDown) as e:
             raise ApiError(503, str(e)) from None
         except SeqGANError as e:
@@ -274,9 +285,9 @@ def create_app(cfg: Config, run: RunDir, scfg: ServeConfig | None = None, engine
         return get
 
     for path in static:
-        app.add_api_route(path, page(path), methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, page(path), methods=["GET", "HEAD"], include_in_schema=False)
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)  # no icon, and no 404 in the browser's console
 

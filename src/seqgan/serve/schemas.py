@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from seqgan.chat import (  # one set of limits for chat and the API
     MAX_BEAMS,
+    MAX_INPUT_CHARS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
 )
@@ -26,6 +27,7 @@ class Limits:
     max_context_turns: int = 32
     max_context_chars: int = 4000  # all turns together
     max_len: int = 40  # the generator's longest response (its positions)
+    max_turn_chars: int = MAX_INPUT_CHARS  # one turn
 
 
 class RespondRequest(BaseModel):
@@ -53,6 +55,9 @@ class RespondRequest(BaseModel):
         chars = sum(len(t) for t in turns)
         if chars > limits.max_context_chars:
             raise ValueError(f"at most {limits.max_context_chars} characters in all, got {chars}")
+        longest = max(len(t) for t in turns)
+        if longest > limits.max_turn_chars:
+            raise ValueError(f"at most {limits.max_turn_chars} characters a turn, got {longest}")
         if not any(t.strip() for t in turns):
             raise ValueError("every turn is empty; say something")
         return turns

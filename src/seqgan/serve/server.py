@@ -70,9 +70,13 @@ def serve(cfg: Config, run: RunDir, scfg: ServeConfig, say: Callable[..., None] 
     app = create_app(cfg, run, scfg)
     sock = bind(scfg.host, scfg.port)
     url = url_of(sock)
-    gens = ", ".join(w for w, g in app.state.engine.generators().items() if g["available"])
+    generators = app.state.engine.generators()
+    gens = ", ".join(w for w, g in generators.items() if g["available"])
     say(f"seqgan serve: {url} ({gens} generator{'s' if ',' in gens else ''} of {run.root}; "
         f"batches of up to {scfg.max_batch_size}, {scfg.max_wait_ms:g} ms wait); Ctrl-C stops")
+    for which, g in generators.items():
+        if not g["available"]:  # e.g. a checkpoint that does not load: said now, not only in /v1/info
+            say(f"seqgan serve: serving without the {which} generator: {g['reason']}")
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                     timeout_graceful_shutdown=5), app.state.batcher)
     main = threading.current_thread() is threading.main_thread()

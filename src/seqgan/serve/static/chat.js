@@ -70,16 +70,19 @@ function samplingOptions() {
 function fitContext(turns) {
   // the most recent turns within the server's limits, counted in characters as the server counts
   // them (code points: an emoji is one, though two UTF-16 units, and is never cut in half)
-  const limits = state.info ? state.info.limits : { max_context_turns: 32, max_context_chars: 4000 };
+  const limits = state.info ? state.info.limits
+    : { max_context_turns: 32, max_context_chars: 4000, max_turn_chars: 4000 };
   const out = [];
   let chars = 0;
   for (let i = turns.length - 1; i >= 0; i--) {
     const n = Array.from(turns[i]).length;
-    if (out.length >= limits.max_context_turns || chars + n > limits.max_context_chars) break;
+    if (out.length >= limits.max_context_turns || chars + n > limits.max_context_chars
+        || n > limits.max_turn_chars) break;
     out.unshift(turns[i]);
     chars += n;
   }
-  return out.length ? out : [Array.from(turns[turns.length - 1]).slice(-limits.max_context_chars).join("")];
+  const keep = Math.min(limits.max_context_chars, limits.max_turn_chars);
+  return out.length ? out : [Array.from(turns[turns.length - 1]).slice(-keep).join("")];
 }
 
 async function ask(g, text, opts) {
