@@ -1,6 +1,7 @@
 """torchrun with 2 CPU processes (gloo) gives the weights of 1 process on the same global batches,
 and resumes a checkpoint written by 1 process."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,13 +28,17 @@ def _copy(src, dst) -> RunDir:
     return RunDir(dst)
 
 
-def torchrun(*args: str, nproc: int = 2) -> str:
+def torchrun(*args: str, nproc: int = 2, program: tuple = ("-m", "seqgan")) -> str:
+    """Run `seqgan ARGS` (or another program: a script's path) on nproc processes; its stderr."""
+    return _torchrun(*program, *args, nproc=nproc).stderr
+
+
+def _torchrun(*cmd: str, nproc: int) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "seqgan", *map(str, args)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, cmd)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    return out.stderr
+    return out
 
 
 def assert_same_weights(a: RunDir, b: RunDir, stage: str, keys=("model",), atol=1e-5) -> None:
@@ -176,3 +181,37 @@ def test_a_resumed_rank_keeps_a_stream_of_its_own(monkeypatch):
     assert torch.equal(draws[0][0], rank0_next)  # rank 0 (and one process) continues exactly
     assert torch.equal(draws[1][0], draws[1][1])  # a rank's stream after a resume is reproducible
     assert not torch.equal(draws[1][0], rank0_next) and not torch.equal(draws[1][0], draws[2][0])
+
+
+SKIP_ON_ONE_RANK = """
+import json
+import sys
+
+import torch
+
+from seqgan import distributed
+from seqgan.training.optim import Stepper
+
+world, _ = distributed.init("cpu")
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+before = model.weight.detach().clone()
+loss = model(torch.ones(2, 3)).sum()
+loss.backward()  # the same finite gradient on every rank, as DDP's average leaves it
+seen = loss.detach() if world.rank == 0 else torch.tensor(float("inf"))  # rank 1's own loss is not finite
+stepper = Stepper(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, torch.device("cpu"), world=world)
+stepped = stepper.step(seen)
+with open(f"{sys.argv[1]}/rank{world.rank}.json", "w") as f:  # stdout would interleave the ranks' lines
+    json.dump({"stepped": stepped, "moved": not torch.equal(model.weight, before)}, f)
+distributed.shutdown()
+"""
+
+
+def test_a_step_one_rank_skips_is_skipped_on_every_rank(tmp_path):
+    """A rank whose loss was not finite skipped its step while the others took it: their weights
+    then differed for the rest of the run, with nothing said."""
+    script = tmp_path / "skip.py"
+    script.write_text(SKIP_ON_ONE_RANK)
+    _torchrun(script, tmp_path, nproc=2)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks == [{"stepped": False, "moved": False}] * 2

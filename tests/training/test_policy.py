@@ -6,11 +6,14 @@ import torch
 from seqgan.training.policy import (
     apply_baseline,
     conditional_gumbel,
+    entropy,
+    kl_to_reference,
     length_mask,
     policy_gradient_loss,
     sequence_lengths,
     shift_right,
     straight_through_gumbel,
+    token_log_probs,
 )
 
 EULER_GAMMA = 0.5772156649
@@ -83,11 +86,46 @@ def test_moving_average_baseline_updates():
     rewards = torch.tensor([[1.0, 3.0]])
     mask = torch.ones(1, 2, dtype=torch.bool)
     adv, running = apply_baseline(rewards, mask, "moving_average", running=None, decay=0.5)
-    assert running == 2.0 and adv.tolist() == [[-1.0, 1.0]]
-    _, running = apply_baseline(rewards * 2, mask, "moving_average", running=running, decay=0.5)
+    assert running == 2.0 and adv.tolist() == [[-1.0, 1.0]]  # the first batch: its own mean
+    adv, running = apply_baseline(rewards * 2, mask, "moving_average", running=running, decay=0.5)
     assert running == 3.0
+    assert adv.tolist() == [[0.0, 4.0]]  # minus the earlier batches' mean (2), not one that holds its own rewards
     adv, _ = apply_baseline(rewards, mask, "none")
     assert adv.tolist() == rewards.tolist()
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'generator' whose next-token logits are fixed per position: (B, T, V) from a table."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table  # (T, V)
+
+    def forward(self, src, src_mask, tgt_in):
+        return self.table[: tgt_in.shape[1]].expand(tgt_in.shape[0], -1, -1)
+
+
+def test_log_probs_with_banned_tokens_are_those_of_the_sampling_policy():
+    """The sampler never picks pad or bos: their probability is 0 and the rest renormalise."""
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 6, generator=g) * 2
+    seqs = torch.tensor([[4, 5, 3], [0, 3, 3]])
+    banned = torch.tensor([1, 2])
+    logp, full = token_log_probs(FixedLogits(table), None, None, seqs, bos_id=2, temperature=0.5, banned=banned)
+    allowed = [0, 3, 4, 5]
+    ref = torch.full((3, 6), float("-inf"))
+    ref[:, allowed] = torch.log_softmax(table[:, allowed] / 0.5, dim=-1)
+    torch.testing.assert_close(full[0][:, allowed], ref[:, allowed])
+    assert (full[..., banned].exp() == 0).all()
+    torch.testing.assert_close(logp, ref[torch.arange(3), seqs])
+    mask = torch.ones_like(seqs, dtype=torch.bool)
+    h = entropy(full, mask)
+    p = ref[:, allowed].exp()
+    torch.testing.assert_close(h, -(p * p.log()).sum(-1).mean())  # finite: 0 log 0 is 0
+    assert kl_to_reference(full, full, mask).item() == 0.0
+    # without `banned`, every token keeps its share
+    _, unbanned = token_log_probs(FixedLogits(table), None, None, seqs, bos_id=2, temperature=0.5)
+    torch.testing.assert_close(unbanned[0], torch.log_softmax(table / 0.5, dim=-1))
 
 
 def test_normalized_advantages_have_unit_scale():

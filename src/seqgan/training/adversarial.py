@@ -30,7 +30,7 @@ from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqgan.errors import ConfigError
 from seqgan.metrics.diversity import distinct_n
 from seqgan.models.noise import RowNoise
-from seqgan.models.sampling import sample
+from seqgan.models.sampling import sample, special_ids
 from seqgan.rundir import RunDir
 from seqgan.training import discriminator as dtrain
 from seqgan.training.checkpoint import (
@@ -101,7 +101,8 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
                       bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, generator=g, row_ids=row_ids)  # (B, T)
     lengths = sequence_lengths(seqs, EOS_ID)
     mask = length_mask(lengths, seqs.shape[1])
-    logp, logp_full = token_log_probs(gen, src, src_mask, seqs, BOS_ID, a.temperature)  # (B, T), (B, T, V)
+    banned = special_ids(PAD_ID, BOS_ID, src.device)  # as in the sampler: no response's tokens
+    logp, logp_full = token_log_probs(gen, src, src_mask, seqs, BOS_ID, a.temperature, banned)  # (B, T), (B, T, V)
     local_tokens = float(mask.sum())
     tok_scale = world.size * local_tokens / max(world.sum(local_tokens)[0], 1.0)  # same for token means
     stats: dict = {"sample_len": float(lengths.float().mean())}
@@ -148,7 +149,7 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
         loss = loss - a.entropy_coef * entropy(logp_full, mask) * tok_scale
     if a.kl_coef > 0 and ref is not None:
         with torch.no_grad():
-            _, ref_full = token_log_probs(ref, src, src_mask, seqs, BOS_ID, a.temperature)
+            _, ref_full = token_log_probs(ref, src, src_mask, seqs, BOS_ID, a.temperature, banned)
         loss = loss + a.kl_coef * kl_to_reference(logp_full, ref_full, mask) * tok_scale
     return loss, stats, running
 
@@ -206,8 +207,9 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         p.requires_grad_(False)
     ref = copy.deepcopy(rollout) if a.kl_coef > 0 else None
     g_optimizer = adam(gen.parameters(), a.lr)
-    stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision)
-    d_stepper = Stepper(d_optimizer, disc, cfg.discriminator.grad_clip, device, cfg.runtime.precision)
+    world = distributed.current()
+    stepper = Stepper(g_optimizer, gen, a.grad_clip, device, cfg.runtime.precision, world)
+    d_stepper = Stepper(d_optimizer, disc, cfg.discriminator.grad_clip, device, cfg.runtime.precision, world)
     g = torch.Generator().manual_seed(cfg.runtime.seed + 29)
     state = {"step": 0, "best": None, "complete": False, "running": None, "nonfinite": 0, "skipped": 0,
              "d_nonfinite": 0, "d_skipped": 0}
@@ -241,7 +243,6 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
 
     vrng = np.random.default_rng(cfg.runtime.seed + 5)
     vidx = vrng.permutation(len(valid))[: min(len(valid), 500)]
-    world = distributed.current()
     if a.batch_size < world.size:
         raise ConfigError(f"adversarial.batch_size={a.batch_size} is smaller than the {world.size} processes")
     objective = world.wrap(GeneratorObjective(gen))  # DDP in a distributed run

@@ -177,7 +177,7 @@ def train_epochs(disc: nn.Module, optimizer: torch.optim.Optimizer, ex: DExample
     world = distributed.current() if ddp is not None else distributed.SINGLE
     model = ddp if ddp is not None else disc
     model.train()
-    stepper = stepper or Stepper(optimizer, disc, dc.grad_clip, device, precision)
+    stepper = stepper or Stepper(optimizer, disc, dc.grad_clip, device, precision, world)
     guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "discriminator", checkpoint)
     skipped_before = guard.skipped
     total_loss, correct, seen = position.totals if position is not None else (0.0, 0, 0)
@@ -254,7 +254,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     if dc.init_embeddings:  # a resumed run loads its own below
         copy_token_embeddings(gen, disc)
     optimizer = make_adamw(disc, dc.lr, dc.weight_decay)
-    stepper = Stepper(optimizer, disc, dc.grad_clip, device, cfg.runtime.precision)
+    stepper = Stepper(optimizer, disc, dc.grad_clip, device, cfg.runtime.precision, distributed.current())
     state = {"round": 0, "best_auc": -1.0, "complete": False, "nonfinite": 0, "skipped": 0}
     g = torch.Generator(device="cpu").manual_seed(cfg.runtime.seed + 17)
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")

@@ -120,7 +120,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     if p.max_steps is not None:
         total_steps = min(total_steps, p.max_steps)
     scheduler = warmup_cosine(optimizer, p.warmup_steps, total_steps, p.min_lr_ratio)
-    stepper = Stepper(optimizer, model, p.grad_clip, device, cfg.runtime.precision)
+    stepper = Stepper(optimizer, model, p.grad_clip, device, cfg.runtime.precision, world)
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_valid_nll": math.inf, "complete": False, "nonfinite": 0,
              "skipped": 0, "seconds": 0.0}  # seconds: the stage's time so far, across resumes

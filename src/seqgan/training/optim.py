@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from seqgan import distributed
+
 
 def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
     """Adam (or AdamW with `decoupled`) with the fused kernel where this torch has one for the
@@ -83,12 +85,15 @@ class Stepper:
     which unscales (fp16), skips the step when the loss or a gradient is not finite (returns
     False; under fp16 the scaler also lowers its scale), clips and steps. The loss itself is
     best computed in fp32 (the training losses cast logits to float).
+
+    `world`: the processes that step this model together (under DDP); each skips when any of them
+    would, since the losses differ between ranks though the averaged gradients do not.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, grad_clip: float,
-                 device: torch.device, precision: str = "fp32"):
+                 device: torch.device, precision: str = "fp32", world: distributed.World = distributed.SINGLE):
         self.optimizer, self.model, self.grad_clip = optimizer, model, grad_clip
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.world = device, precision, world
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -106,7 +111,10 @@ class Stepper:
         # the gradient norm is finite exactly when every gradient is (or their squares overflow
         # fp32, a step as well skipped): one pass over the gradients does the check and the clip
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norm))
+        if self.world.distributed:  # a rank that stepped alone would leave the others for good
+            finite = not self.world.any(not finite)[0]
+        if not finite:
             if self.scaler is not None:
                 self.scaler.update()  # an overflow: a smaller scale next time
             return False

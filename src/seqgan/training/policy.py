@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgan.models.noise import RowNoise
+from seqgan.models.sampling import MIN_TEMPERATURE
+
+BANNED_LOGIT = -1e9  # exp() of it is 0 in float32; a product with 0 stays 0 (-inf would give NaN)
 
 
 def sequence_lengths(seqs: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -35,11 +38,18 @@ def shift_right(seqs: torch.Tensor, bos_id: int) -> torch.Tensor:
 
 
 def token_log_probs(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None,
-                    seqs: torch.Tensor, bos_id: int, temperature: float = 1.0
+                    seqs: torch.Tensor, bos_id: int, temperature: float = 1.0, banned: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log G(y_t | x, y_<t) of the given tokens, and the full log-softmax. ((B, T), (B, T, V))"""
-    logits = gen(src, src_mask, shift_right(seqs, bos_id))  # (B, T, V)
-    logp = F.log_softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+    """log G(y_t | x, y_<t) of the given tokens, and the full log-softmax. ((B, T), (B, T, V))
+
+    `banned`: token ids the sampler never picks (pad and bos in text, `special_ids`); they get
+    probability 0 here too, so that these are the log-probs of the policy that sampled. A finite
+    floor, not -inf, keeps p log p at 0 in the entropy and KL terms.
+    """
+    logits = gen(src, src_mask, shift_right(seqs, bos_id)).float() / max(temperature, MIN_TEMPERATURE)  # (B, T, V)
+    if banned is not None:
+        logits = logits.index_fill(-1, banned, BANNED_LOGIT)
+    logp = F.log_softmax(logits, dim=-1)
     return logp.gather(-1, seqs.unsqueeze(-1)).squeeze(-1), logp
 
 
@@ -58,10 +68,10 @@ def apply_baseline(rewards: torch.Tensor, mask: torch.Tensor, kind: str,
         total, alive = (rewards * m).sum(0), m.sum(0)  # (T,)
         others = (alive - m).clamp(min=1)  # rows alive besides this one, (B, T)
         adv = torch.where(alive > 1, rewards - (total - rewards * m) / others, rewards)
-    elif kind == "moving_average":
+    elif kind == "moving_average":  # the mean of earlier batches (the first batch: its own)
         mean = float((rewards * m).sum() / m.sum().clamp(min=1))
+        adv = rewards - (mean if running is None else running)
         running = mean if running is None else decay * running + (1 - decay) * mean
-        adv = rewards - running
     elif kind == "none":
         adv = rewards.clone()
     else:
