@@ -145,6 +145,24 @@ def test_penalty_estimators_give_the_generator_a_gradient_argmax_does_not():
     assert not penalty.requires_grad
 
 
+def test_every_estimator_reads_the_sampling_policy_with_pad_and_bos_at_probability_zero(monkeypatch):
+    gen = pretrained_generator()
+    g = torch.Generator().manual_seed(2)
+    batch = toy_batch(8, g)
+    batch["step"] = 0
+    seen = {}
+    real_log_probs, real_gumbel = adversarial.token_log_probs, adversarial.straight_through_gumbel
+    monkeypatch.setattr(adversarial, "token_log_probs", lambda *a: seen.setdefault("logp", real_log_probs(*a)))
+    monkeypatch.setattr(adversarial, "straight_through_gumbel",
+                        lambda logits, *a, **k: real_gumbel(seen.setdefault("gumbel", logits), *a, **k))
+    for objective, estimator in (("seqgan", "reinforce"), ("penalty", "gumbel")):
+        g_step_loss(config(objective=objective, estimator=estimator), gen, gen, EndsWithToken(), None, batch, g, None)
+    probs = seen["logp"][1].exp()  # (B, T, V)
+    assert (probs[..., [PAD, BOS]] == 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:2]))
+    assert (seen["gumbel"][..., [PAD, BOS]] < -1e8).all()
+
+
 def test_gumbel_penalty_learns_the_discriminators_preference():
     gen = pretrained_generator()
     before = target_rate(gen)

@@ -75,6 +75,12 @@ def test_adversarial_step_on_two_processes_equals_one(pretrained, tmp_path):
     assert run_cli("train", "--run-dir", one.root, *overrides) == 0
     torchrun("train", "--run-dir", two.root, *overrides)
     assert_same_weights(one, two, "adversarial", keys=("model", "rollout", "discriminator"))
+    # what is logged is the whole batch's, not rank 0's rows (sample_len: the global mean length)
+    logged = [[r[k] for r in run.read_metrics("adversarial") if "reward" in r for k in ("reward", "d_real_prob",
+                                                                                         "sample_len")]
+              for run in (one, two)]
+    assert len(logged[0]) == 6
+    assert logged[1] == pytest.approx(logged[0], abs=2e-4)
 
 
 def test_two_processes_resume_a_one_process_checkpoint(tiny_run, tmp_path):

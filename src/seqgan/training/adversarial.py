@@ -51,6 +51,7 @@ from seqgan.training.mle import (
 )
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
+    BANNED_LOGIT,
     apply_baseline,
     entropy,
     kl_to_reference,
@@ -85,7 +86,8 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
     global indices, `rows`: the global batch size). Samples and rollouts are keyed by global row,
     baselines are computed on the gathered rewards of all rows, and each mean is taken over the
     global batch and scaled by the world size, so that DDP's gradient average is the gradient
-    one process computes for the whole batch.
+    one process computes for the whole batch. The stats (mean reward, D(x, Y), sample length)
+    are the whole batch's too.
     """
     a = cfg.adversarial
     world = distributed.current()
@@ -105,7 +107,8 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
     logp, logp_full = token_log_probs(gen, src, src_mask, seqs, BOS_ID, a.temperature, banned)  # (B, T), (B, T, V)
     local_tokens = float(mask.sum())
     tok_scale = world.size * local_tokens / max(world.sum(local_tokens)[0], 1.0)  # same for token means
-    stats: dict = {"sample_len": float(lengths.float().mean())}
+    # (sum, count) of each logged figure over this rank's rows; summed over ranks at the end
+    sums = {"sample_len": (float(lengths.sum()), B)}
 
     def global_baseline(rewards, kind):
         """Advantages of this rank's rows, the baseline computed over every rank's rows."""
@@ -122,8 +125,8 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
                                   row_ids=row_ids)
         adv, running = global_baseline(rewards, a.baseline)
         loss = policy_gradient_loss(logp, adv, mask) * row_scale
-        stats["reward"] = float(rewards[mask].mean())
-        stats["d_real_prob"] = float(rewards[torch.arange(len(seqs)), lengths - 1].mean())
+        sums["reward"] = (float(rewards[mask].sum()), local_tokens)
+        sums["d_real_prob"] = (float(rewards[torch.arange(len(seqs)), lengths - 1].sum()), B)
     else:  # penalty: CE on the real pair + lambda * E_{y~G}[-log D(x, y)]
         resp_mask = mask
         if a.estimator == "reinforce":
@@ -135,13 +138,14 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
             penalty = policy_gradient_loss(logp, adv, mask) * row_scale
         else:  # gumbel: straight-through samples fed to D as distributions over the vocabulary
             logits = gen(src, src_mask, torch.cat([torch.full_like(seqs[:, :1], BOS_ID), seqs[:, :-1]], 1))
+            logits = logits.index_fill(-1, banned, BANNED_LOGIT)  # the sampling policy's, as above
             soft = straight_through_gumbel(logits / a.temperature, seqs, a.gumbel_tau,
                                            noise=RowNoise.draw(g, row_ids))  # (B, T, V)
             cost = F.softplus(-disc(src, src_mask, soft, resp_mask).float())
             penalty = cost.mean() * row_scale
         loss = real_pair_loss(gen, batch, world) + a.penalty_lambda * penalty
-        stats["reward"] = float(-cost.detach().mean())
-        stats["d_real_prob"] = float(torch.exp(-cost.detach()).mean())
+        sums["reward"] = (float(-cost.detach().sum()), B)
+        sums["d_real_prob"] = (float(torch.exp(-cost.detach()).sum()), B)
 
     if a.objective == "seqgan" and a.mle_every > 0 and batch["step"] % a.mle_every == 0:
         loss = loss + a.mle_weight * real_pair_loss(gen, batch, world)
@@ -151,6 +155,8 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
         with torch.no_grad():
             _, ref_full = token_log_probs(ref, src, src_mask, seqs, BOS_ID, a.temperature, banned)
         loss = loss + a.kl_coef * kl_to_reference(logp_full, ref_full, mask) * tok_scale
+    totals = world.sum(*(x for total_count in sums.values() for x in total_count))  # every rank's rows
+    stats = {k: totals[2 * i] / max(totals[2 * i + 1], 1.0) for i, k in enumerate(sums)}
     return loss, stats, running
 
 
