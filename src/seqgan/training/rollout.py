@@ -109,6 +109,7 @@ def naive_rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Ten
     was_training = policy.training
     policy.eval()
     bos = torch.full((B, 1), bos_id, dtype=seqs.dtype, device=seqs.device)
+    banned = special_ids(pad_id, bos_id, seqs.device) if eos_id is not None else None
     for t in range(1, T):
         total = torch.zeros(B, device=seqs.device)
         for _ in range(num_rollouts):
@@ -116,8 +117,8 @@ def naive_rollout_rewards(policy: nn.Module, reward_fn: RewardFn, src: torch.Ten
             done = (y == eos_id).any(1) if eos_id is not None else torch.zeros(B, dtype=torch.bool)
             while y.shape[1] < max_len:
                 logits = policy(src, src_mask, torch.cat([bos, y], dim=1))[:, -1]  # full re-run, no cache
-                if eos_id is not None:
-                    logits = forbid(logits, special_ids(pad_id, bos_id, logits.device))
+                if banned is not None:
+                    logits = forbid(logits, banned)
                 if temperature <= 0:
                     nxt = logits.argmax(-1)
                 else:
