@@ -239,16 +239,18 @@ def test_run_says_when_a_stage_predates_the_generator_it_started_from(finished_r
 
 def test_texygen_bleu_takes_every_test_response_as_a_reference(finished_run):
     """Texygen's BLEU scores a response against the whole reference set (it took only the
-    references of the sampled contexts); Self-BLEU is that of the samples."""
+    references of the sampled contexts); Self-BLEU is that of the samples; the diversity metrics
+    count words, as BLEU does (they counted SentencePiece pieces)."""
     import numpy as np
     import torch
 
     from seqgan import artifacts
     from seqgan.config import from_dict
     from seqgan.data.dataset import PairDataset
+    from seqgan.data.tokenizer import EOS_ID
     from seqgan.evaluate import evaluate_generator
     from seqgan.metrics.bleu import self_bleu, texygen_bleu, words
-    from seqgan.training.generate import content_tokens
+    from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
 
     r = RunDir(finished_run)
     cfg = from_dict(r.read_config())
@@ -260,6 +262,10 @@ def test_texygen_bleu_takes_every_test_response_as_a_reference(finished_run):
     m, fakes = evaluate_generator(cfg, gen, tok, data, idx, None, torch.device("cpu"))
     everyone = [words(data.response_text(i)) for i in range(len(data))]
     assert len(everyone) > len(idx)
-    assert m["texygen_bleu_2"] == pytest.approx(texygen_bleu([words(tok.decode(f.tolist())) for f in fakes],
-                                                             everyone, 2), abs=1e-12)
-    assert m["self_bleu_4"] == pytest.approx(self_bleu([content_tokens(f) for f in fakes], 4), abs=1e-12)
+    said = [words(tok.decode(f.tolist())) for f in fakes]
+    assert m["texygen_bleu_2"] == pytest.approx(texygen_bleu(said, everyone, 2), abs=1e-12)
+    assert m["self_bleu_4"] == pytest.approx(self_bleu(said, 4), abs=1e-12)
+    assert m["mean_length"] == pytest.approx(mean_length(said)) and m["distinct_2"] == pytest.approx(distinct_n(said, 2))
+    assert m["repetition_rate"] == repetition_rate(said)
+    pieces = [[int(t) for t in f if t != EOS_ID] for f in fakes]
+    assert mean_length(said) != mean_length(pieces)  # the fixture tells words from pieces

@@ -2,9 +2,10 @@
 
 For each generator: test NLL and perplexity (teacher forcing), then one sampled response per
 test context (eval.max_pairs of them, a fixed seeded subset) scored by corpus BLEU-1..4 against
-the references, Texygen-style BLEU-2..4 (each response against all the subset's references, as
-the papers' unconditional BLEU; words as corpus BLEU splits them), distinct-1/2, mean length,
-repetition rate, Self-BLEU-4, the run's final discriminator (accuracy and fooling rate), and a
+the references, Texygen-style BLEU-2..4 (each response against every response of the split, as
+the papers' unconditional BLEU), distinct-1/2, mean length, repetition rate, Self-BLEU-4 (all
+counted in words as corpus BLEU splits them, as the papers count them: not SentencePiece
+pieces), the run's final discriminator (accuracy and fooling rate), and a
 classifier two-sample test: a fresh discriminator trained on half of (real, generated) and
 tested on the other half; an accuracy near 0.5 means the generated responses are hard to tell
 from real ones.
@@ -30,7 +31,7 @@ from seqgan.metrics.diversity import distinct_n, mean_length, repetition_rate
 from seqgan.models import build_discriminator
 from seqgan.rundir import RunDir, atomic_write_text, main_process, to_json
 from seqgan.training import discriminator as dtrain
-from seqgan.training.generate import content_tokens, contexts_of, generate_responses
+from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.mle import validation_nll
 from seqgan.training.optim import make_adamw
 
@@ -42,11 +43,12 @@ ROWS = [
     ("bleu_3", "BLEU-3", "{:.2f}"),
     ("bleu_4", "BLEU-4", "{:.2f}"),
     ("texygen_bleu_2", "BLEU-2 vs all refs (Texygen)", "{:.4f}"),
+    ("texygen_bleu_3", "BLEU-3 vs all refs (Texygen)", "{:.4f}"),
     ("texygen_bleu_4", "BLEU-4 vs all refs (Texygen)", "{:.4f}"),
     ("distinct_1", "distinct-1", "{:.4f}"),
     ("distinct_2", "distinct-2", "{:.4f}"),
     ("self_bleu_4", "Self-BLEU-4", "{:.4f}"),
-    ("mean_length", "mean length (tokens)", "{:.1f}"),
+    ("mean_length", "mean length (words)", "{:.1f}"),
     ("repetition_rate", "repetition rate", "{:.4f}"),
     ("d_accuracy", "D accuracy", "{:.3f}"),
     ("fooling_rate", "D fooling rate", "{:.3f}"),
@@ -89,13 +91,13 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
                                progress=cfg.runtime.progress, desc="evaluate: sampling")
     hyps = [tokenizer.decode(f.tolist()) for f in fakes]
     refs = [data.response_text(int(i)) for i in idx]
-    toks = [content_tokens(f) for f in fakes]
+    toks = [words(h) for h in hyps]  # every metric below counts words
     m = {"test_nll": nll, "test_ppl": math.exp(min(nll, 50))}
     m.update(corpus_bleu(hyps, refs))
     # Texygen's BLEU scores each response against the whole reference set: every test response
     if references is None:
         references = response_words(data)
-    m.update(texygen_bleus([words(h) for h in hyps], references, (2, 3, 4)))
+    m.update(texygen_bleus(toks, references, (2, 3, 4)))
     m.update({"distinct_1": distinct_n(toks, 1), "distinct_2": distinct_n(toks, 2),
               "self_bleu_4": self_bleu(toks, 4), "mean_length": mean_length(toks),
               "repetition_rate": repetition_rate(toks)})

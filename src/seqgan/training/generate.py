@@ -43,7 +43,7 @@ def strip_tokens(tokens: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_I
 
 
 def content_tokens(response: np.ndarray, eos_id: int = EOS_ID) -> list[int]:
-    """A response's ids without its eos: what the diversity and BLEU metrics count."""
+    """A response's ids without its eos: what distinct-2 during training counts (evaluate counts words)."""
     return [int(t) for t in response if t != eos_id]
 
 
