@@ -74,8 +74,9 @@ def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.nda
         return math.nan
     model = build_discriminator(replace(cfg.model.discriminator, vocab_size=vocab_size)).to(device)
     opt = make_adamw(model, cfg.discriminator.lr * 3, cfg.discriminator.weight_decay)
-    fit = dtrain.build_examples(data, idx[fit_i], [fakes[i] for i in fit_i], 0.0, rng)
-    test = dtrain.build_examples(data, idx[test_i], [fakes[i] for i in test_i], 0.0, rng)
+    cap = cfg.sample.max_len  # where the samples stop
+    fit = dtrain.build_examples(data, idx[fit_i], [fakes[i] for i in fit_i], 0.0, rng, cap)
+    test = dtrain.build_examples(data, idx[test_i], [fakes[i] for i in test_i], 0.0, rng, cap)
     dtrain.train_epochs(model, opt, fit, epochs, cfg.discriminator, device, rng)
     return dtrain.evaluate(model, test, device)["accuracy"]
 
@@ -102,7 +103,7 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
               "self_bleu_4": self_bleu(toks, 4), "mean_length": mean_length(toks),
               "repetition_rate": repetition_rate(toks)})
     if disc is not None:
-        ex = dtrain.build_examples(data, idx, fakes, 0.0, np.random.default_rng(0))
+        ex = dtrain.build_examples(data, idx, fakes, 0.0, np.random.default_rng(0), cfg.sample.max_len)
         d = dtrain.evaluate(disc, ex, device)
         m.update({"d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]})
     if cfg.eval.two_sample_test:

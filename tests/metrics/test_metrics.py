@@ -107,9 +107,9 @@ def test_two_sample_test_holds_out_whole_dialogues(tiny_run, monkeypatch):
     halves = []
     real = evaluate.dtrain.build_examples
 
-    def spy(d, i, fakes, share, rng):
+    def spy(d, i, fakes, share, rng, max_len):
         halves.append(set(d.dialogue_ids()[i].tolist()))
-        return real(d, i, fakes, share, rng)
+        return real(d, i, fakes, share, rng, max_len)
 
     monkeypatch.setattr(evaluate.dtrain, "build_examples", spy)
     fakes = [data.response(int(i))[::-1].copy() for i in idx]  # reversed responses as "generated"

@@ -199,7 +199,15 @@ def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monke
         seen.append((len(contexts), opts.strategy, opts.temperature, opts.top_k, opts.max_len))
         return real(gen, contexts, opts, *args, **kwargs)
 
+    real_examples, cuts = adversarial.dtrain.build_examples, []
+
+    def examples(data, idx, fakes, share, rng, max_len):
+        ex = real_examples(data, idx, fakes, share, rng, max_len)
+        cuts.append((len(idx), max_len, max(len(r) for r in ex.responses)))
+        return ex
+
     monkeypatch.setattr(adversarial, "generate_responses", spy)
+    monkeypatch.setattr(adversarial.dtrain, "build_examples", examples)
     assert run_cli("train", "--run-dir", run, "adversarial.steps=2", "adversarial.eval_every=100",
                    "adversarial.max_len=6", "adversarial.temperature=0.7", "sample.max_len=20",
                    "sample.top_k=5") == 0
@@ -207,6 +215,9 @@ def test_d_step_negatives_are_sampled_like_the_g_steps(tiny_run, tmp_path, monke
     assert d_steps == [(64, "sample", 0.7, 0, 6)] * 2  # the g-steps' policy, not `sample.*`
     evaluation = [s for s in seen if s[0] != 64]
     assert evaluation and all(s[3] == 5 and s[4] == 20 for s in evaluation)  # evaluation keeps `sample.*`
+    # D's real examples are cut where its negatives' sampler stops (the tiny corpus has longer replies)
+    assert [c for c in cuts if c[0] == 64] == [(64, 6, 6)] * 2
+    assert all(c[1] == 20 for c in cuts if c[0] != 64)
 
 
 def test_mle_mixing_counts_g_steps_not_rounds(tiny_run, tmp_path, monkeypatch):

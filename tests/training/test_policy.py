@@ -178,7 +178,7 @@ def test_mismatched_negatives_come_from_other_dialogues(tiny_run):
     other = mismatched_indices(data, idx, rng)
     assert (data.dialogue_ids()[other] != data.dialogue_ids()[idx]).all()
     fakes = [np.array([5, 3])] * len(idx)
-    ex = build_examples(data, idx, fakes, 0.5, rng)
+    ex = build_examples(data, idx, fakes, 0.5, rng, max_len=100)
     n = len(idx)
     assert ex.labels[:n].sum() == n and ex.labels[n:].sum() == 0
     mismatched = [k for k in range(n) if not np.array_equal(ex.responses[n + k], fakes[k])]
@@ -186,6 +186,29 @@ def test_mismatched_negatives_come_from_other_dialogues(tiny_run):
     for k in mismatched:  # a real response of a pair from another dialogue
         sources = [j for j in range(len(data)) if np.array_equal(data.response(j), ex.responses[n + k])]
         assert any(data.dialogue_id(j) != data.dialogue_id(int(idx[k])) for j in sources)
+
+
+def test_examples_cut_every_response_where_the_samples_stop(tiny_run):
+    """A real response longer than any sample would tell D its label by its length alone."""
+    import numpy as np
+
+    from seqgan.data.dataset import PairDataset
+    from seqgan.data.tokenizer import EOS_ID
+    from seqgan.rundir import RunDir
+    from seqgan.training.discriminator import build_examples
+
+    data = PairDataset.load(RunDir(tiny_run).split_path("train"))
+    idx = np.arange(len(data))
+    lengths = np.array([len(data.response(i)) for i in idx])
+    cap = int(np.median(lengths))
+    assert (lengths > cap).any() and (lengths <= cap).any()
+    fakes = [np.array([5] * cap)] * len(idx)  # samples stopped at the cap: no eos
+    ex = build_examples(data, idx, fakes, 0.5, np.random.default_rng(0), max_len=cap)
+    assert max(len(r) for r in ex.responses) == cap
+    for k, i in enumerate(idx):
+        full = data.response(int(i))
+        assert np.array_equal(ex.responses[k], full[:cap])  # its start, as a sample would begin
+        assert (ex.responses[k][-1] == EOS_ID) == (len(full) <= cap)
 
 
 def test_a_mismatched_negative_is_never_the_pairs_own_reply():

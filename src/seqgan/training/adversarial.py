@@ -189,7 +189,7 @@ def validate(cfg: Config, gen: nn.Module, disc: nn.Module, valid: PairDataset, v
     nll = validation_nll(gen, valid, cfg.pretrain.batch_tokens * 2, device, max_pairs=2000)
     fakes = generate_responses(gen, contexts_of(valid, vidx), cfg.sample, device,
                                torch.Generator().manual_seed(cfg.runtime.seed + 3))
-    ex = dtrain.build_examples(valid, vidx, fakes, 0.0, np.random.default_rng(0))
+    ex = dtrain.build_examples(valid, vidx, fakes, 0.0, np.random.default_rng(0), cfg.sample.max_len)
     d = dtrain.evaluate(disc, ex, device)
     return {"valid_nll": nll, "valid_ppl": math.exp(min(nll, 50)),
             "distinct_2": distinct_n([content_tokens(f) for f in fakes], 2),
@@ -288,7 +288,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         for k in range(a.d_steps):
             didx = rng.choice(len(train), size=min(a.d_pairs, len(train)), replace=False)
             fakes = generate_responses(gen, contexts_of(train, didx), d_sampling, device, g)
-            ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng)
+            ex = dtrain.build_examples(train, didx, fakes, cfg.discriminator.mismatch_share, rng, d_sampling.max_len)
             d_fit = dtrain.train_epochs(disc, d_optimizer, ex, a.d_epochs, cfg.discriminator, device,
                                         np.random.default_rng([cfg.runtime.seed, 8, state["step"], k]),
                                         checkpoint=str(last_path), ddp=d_ddp, precision=cfg.runtime.precision,

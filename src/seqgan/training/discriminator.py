@@ -75,17 +75,22 @@ def mismatched_indices(data: PairDataset, idx: np.ndarray, rng: np.random.Genera
 
 
 def build_examples(data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray], mismatch_share: float,
-                   rng: np.random.Generator) -> DExamples:
-    """Real pairs idx (label 1) and one negative per pair (label 0): generated, or mismatched."""
+                   rng: np.random.Generator, max_len: int) -> DExamples:
+    """Real pairs idx (label 1) and one negative per pair (label 0): generated, or mismatched.
+
+    Every response is cut to its first `max_len` tokens, where the sampler of `fakes` stops: a
+    real response longer than any sample (or its eos past that point) would give D the label by
+    its length alone, a cue the generator cannot answer.
+    """
     contexts = contexts_of(data, idx)
-    real = [data.response(int(i)) for i in idx]
+    real = [data.response(int(i))[:max_len] for i in idx]
     negatives = list(fakes)
     if mismatch_share > 0:
         use = rng.random(len(idx)) < mismatch_share
         if use.any():
             other = mismatched_indices(data, idx[use], rng)
             for k, j in zip(np.nonzero(use)[0], other, strict=True):
-                negatives[k] = data.response(int(j))
+                negatives[k] = data.response(int(j))[:max_len]
     labels = np.concatenate([np.ones(len(idx)), np.zeros(len(idx))]).astype(np.float32)
     return DExamples(contexts + contexts, real + negatives, labels)
 
@@ -289,7 +294,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     vidx = vrng.permutation(len(valid))[: min(len(valid), 2000)]
     vfake = generate_responses(gen, contexts_of(valid, vidx), cfg.sample, device,
                                torch.Generator().manual_seed(cfg.runtime.seed + 2))
-    vex = build_examples(valid, vidx, vfake, dc.mismatch_share, vrng)
+    vex = build_examples(valid, vidx, vfake, dc.mismatch_share, vrng, cfg.sample.max_len)
 
     result = {}
     ddp = distributed.current().wrap(disc)
@@ -306,7 +311,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         idx = rng.permutation(len(train))[:n]
         fakes = generate_responses(gen, contexts_of(train, idx), cfg.sample, device, g,
                                    progress=cfg.runtime.progress, desc=f"negatives round {state['round'] + 1}")
-        ex = build_examples(train, idx, fakes, dc.mismatch_share, rng)
+        ex = build_examples(train, idx, fakes, dc.mismatch_share, rng, cfg.sample.max_len)
         per_epoch = math.ceil(len(ex) / dc.batch_size)
         start = (inside["epoch"], inside["batch"]) if inside is not None else (0, 0)
         bar = tqdm(total=dc.epochs_per_round * per_epoch, initial=start[0] * per_epoch + start[1],
