@@ -11,6 +11,7 @@ import torch
 
 from seqgan import artifacts
 from seqgan.config import Config, SampleConfig
+from seqgan.data.corpora import APOSTROPHES
 from seqgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqgan.errors import SeqGANError
 from seqgan.models.sampling import sample
@@ -48,6 +49,8 @@ def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
         raise SeqGANError("the context is empty: say something")
     if any(len(t) > MAX_INPUT_CHARS for t in turns):
         raise SeqGANError(f"a turn is longer than {MAX_INPUT_CHARS} characters")
+    if cfg.data.corpus == "dailydialog":  # its training text has no typographic apostrophe (a phone types one)
+        turns = [t.translate(APOSTROPHES) for t in turns]
     if cfg.data.lowercase:  # each turn, then the join, as training does (the separator keeps its case)
         turns = [t.lower() for t in turns]
     text = cfg.data.context_separator.join(turns[-cfg.data.context_turns:])

@@ -39,6 +39,9 @@ class DataConfig:
     max_chars: int = 2000  # a longer utterance is skipped and counted
     max_dialogues: int | None = None  # use only the first N dialogues (after a seeded shuffle)
     lowercase: bool = False
+    # the split's, the max_dialogues sample's and the tokenizer's seed (None: runtime.seed); fixed,
+    # runs with other training seeds share one test set
+    seed: int | None = None
 
 
 @dataclass
@@ -500,8 +503,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("sample: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
     if cfg.tokenizer.vocab_size < 16:
         raise ConfigError("tokenizer.vocab_size: must be at least 16")
-    if not 0 <= cfg.runtime.seed < 2**32:
-        raise ConfigError(f"runtime.seed: must be from 0 to 2**32 - 1, got {cfg.runtime.seed}")
+    for key, seed in (("runtime.seed", cfg.runtime.seed), ("data.seed", cfg.data.seed)):
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ConfigError(f"{key}: must be from 0 to 2**32 - 1, got {seed}")
     b = cfg.pretrain.betas
     if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
         raise ConfigError(f"pretrain.betas: two numbers in [0, 1), got {b}")

@@ -69,6 +69,7 @@ def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):
     ]) + "\n")
     c = read_jsonl(p)
     assert c.dialogues == [["a b", "c d", "e f"], ["x", "y", "z"], ["q", "r"]]
+    assert c.pair_records == [False, True, True]  # a context/response record is one pair
     assert c.skipped["bad_lines"] == 2
     assert "skipped 2 malformed" in capsys.readouterr().err
 

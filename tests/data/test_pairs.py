@@ -62,6 +62,20 @@ def test_official_split_is_kept():
     assert splits["train"].contexts == ["c"] and splits["valid"].contexts == ["e"] and splits["test"].contexts == ["a"]
 
 
+def test_a_context_response_record_gives_one_pair_and_dialogues_without_pairs_are_counted():
+    """A record's context turns are no responses: they gave pairs of their own, and those of a test
+    record came back as training pairs of the records that continue its conversation."""
+    records = [["a", "b", "c"], ["a", "b", "c", "d"], ["x", ""], ["", "y"], ["only"]]
+    dialogs = records + [["m", "", "n"], ["p", "q", "r"], ["v1", "v2"], ["t1", "t2"]]
+    corpus = Corpus(dialogs, official_split=["train"] * 7 + ["valid", "test"], pair_records=[True] * 5 + [False] * 4)
+    splits, skipped, _ = build_splits(corpus, DataConfig(context_turns=2), 0)
+    train = list(zip(splits["train"].contexts, splits["train"].responses, strict=True))
+    assert train == [("a <sep> b", "c"), ("b <sep> c", "d"), ("p", "q"), ("p <sep> q", "r")]
+    assert splits["train"].dialogue_ids == [0, 1, 6, 6]
+    # an empty response, a lone response, a lone turn, a dialogue cut into single turns
+    assert skipped["dialogues_without_pairs"] == 4 and skipped["empty_utterances"] == 3
+
+
 def test_empty_and_overlong_utterances_are_counted_and_skipped():
     long = "x" * 200_000
     dialogs = [["a", "", "b", long, "c", "d"]] * 4

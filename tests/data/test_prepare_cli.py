@@ -16,6 +16,8 @@ from support import (
     write_jsonl,
 )
 
+from seqgan.rundir import RunDir
+
 
 def prepare(run, *overrides):
     return run_cli("prepare", "--config", "tiny", "--run-dir", run, "--json", *overrides)
@@ -75,6 +77,22 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, co
     assert not run.exists()
 
 
+def test_data_seed_fixes_the_split_whatever_the_training_seed(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(40, seed=2))
+    splits = {}
+    for name, args in (("a", ["runtime.seed=1", "data.seed=7"]), ("b", ["runtime.seed=2", "data.seed=7"]),
+                       ("c", ["runtime.seed=2"])):
+        assert prepare(tmp_path / name, "data.corpus=jsonl", f"data.path={corpus}", *args) == 0
+        capsys.readouterr()
+        with np.load(tmp_path / name / "data/test.npz") as z:
+            splits[name] = z["dialogue_ids"].tolist()
+        assert RunDir(tmp_path / name).read_config()["data"]["seed"] == (None if name == "c" else 7)
+    assert splits["a"] == splits["b"] != splits["c"]
+    assert (tmp_path / "a/tokenizer/spm.model").read_bytes() == (tmp_path / "b/tokenizer/spm.model").read_bytes()
+    assert prepare(tmp_path / "d", "data.corpus=jsonl", f"data.path={corpus}", "data.seed=-1") == 2
+    assert "data.seed" in capsys.readouterr().err
+
+
 def test_long_and_empty_utterances_are_counted_not_fatal(tmp_path, capsys):
     d = dialogues(20)
     d[0] = ["hi", "", "x" * 200_000, "hello", "how are you"]
@@ -82,6 +100,8 @@ def test_long_and_empty_utterances_are_counted_not_fatal(tmp_path, capsys):
     assert prepare(tmp_path / "run", "data.corpus=dailydialog", f"data.path={path}") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["skipped"]["long_utterances"] == 1 and out["skipped"]["empty_utterances"] == 1
+    # "hi" stands alone once the empty turn cuts it off, but "hello" -> "how are you" is a pair
+    assert out["skipped"]["dialogues_without_pairs"] == 0
 
 
 def _official_zip() -> bytes:

@@ -96,3 +96,19 @@ def test_any_chat_context_encodes_within_the_model_limits_or_is_refused(tiny_run
         return
     assert 0 < len(ids) <= cfg.data.max_len
     assert all(0 <= int(i) < tok.vocab_size and int(i) != BOS_ID for i in ids)
+
+
+def test_a_typed_typographic_apostrophe_reads_as_dailydialog_training_text_does(tmp_path):
+    """DailyDialog's training text has no `’` (the reader maps it to `'`); a phone types one."""
+    from seqgan.data.tokenizer import train_tokenizer
+
+    said = [detokenize_dailydialog(f"I ’ m {w} , isn ’ t it ?") for w in ("fine", "here", "late", "done")] * 50
+    tok = train_tokenizer(said, tmp_path / "tok", vocab_size=60, max_sentences=10000)
+    assert 0 not in tok.encode("I'm fine, isn't it?")  # the apostrophe is a known piece
+    cfg = Config()
+    cfg.data.corpus = "dailydialog"
+    typed = encode_context(tok, ["I’m fine, isn‘t it"], cfg)
+    assert typed.tolist() == encode_context(tok, ["I'm fine, isn't it"], cfg).tolist()
+    assert detokenize_dailydialog("I ’ m fine") == "I'm fine"
+    cfg.data.corpus = "jsonl"  # other corpora keep the character as their training text has it
+    assert encode_context(tok, ["I’m fine"], cfg).tolist() != encode_context(tok, ["I'm fine"], cfg).tolist()

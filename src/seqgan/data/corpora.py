@@ -26,6 +26,9 @@ DD_SPLITS = {"train": "train/dialogues_train.txt", "valid": "validation/dialogue
 class Corpus:
     dialogues: list[list[str]]
     official_split: list[str] | None = None  # per dialogue: train | valid | test
+    # per dialogue: True for a (context turns, response) record, whose one pair is its last turn
+    # (its context turns are no responses); None: every dialogue gives all its pairs
+    pair_records: list[bool] | None = None
     skipped: dict[str, int] = field(default_factory=lambda: {"bad_lines": 0})
     fingerprint: str = ""
 
@@ -106,11 +109,14 @@ _DD_SPACING = [
 ]
 
 
+APOSTROPHES = str.maketrans({"’": "'", "‘": "'"})  # typographic -> typed
+
+
 def detokenize_dailydialog(text: str) -> str:
     """DailyDialog's text is tokenized (`I ’ m fine , thanks .`); people type `I'm fine, thanks.`,
-    which is what chat and serve receive. Undo the spacing (and the typographic apostrophe) so
-    that training text and typed input encode alike."""
-    text = normalize(text).replace("’", "'").replace("‘", "'")
+    which is what chat and serve receive. Undo the spacing (and the typographic apostrophe: chat
+    and serve map a typed one alike) so that training text and typed input encode alike."""
+    text = normalize(text).translate(APOSTROPHES)
     for pattern, repl in _DD_SPACING:
         text = pattern.sub(repl, text)
     return text
@@ -196,7 +202,7 @@ def _turns(value, key: str) -> list[str] | None:
 def read_jsonl(path: Path) -> Corpus:
     """{"dialogue": [..]} or {"context": str | [..], "response": str} per line."""
     text = read_text(path)
-    dialogues, bad = [], 0
+    dialogues, bad, pair_records = [], 0, []
     for _n, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
@@ -205,6 +211,7 @@ def read_jsonl(path: Path) -> Corpus:
         except (ValueError, RecursionError):  # malformed, an over-long integer, or nested too deep
             bad += 1
             continue
+        is_pair = isinstance(obj, dict) and "dialogue" not in obj
         if isinstance(obj, dict) and "dialogue" in obj:
             turns = _turns(obj["dialogue"], "dialogue")
         elif isinstance(obj, dict) and "context" in obj and isinstance(obj.get("response"), str):
@@ -216,12 +223,14 @@ def read_jsonl(path: Path) -> Corpus:
             bad += 1
             continue
         dialogues.append([normalize(t) for t in turns])
+        pair_records.append(is_pair)
     if bad:
         warn(f"{path}: skipped {bad} malformed line(s)")
     if not dialogues:
         raise DataError(f"{path}: no valid JSONL line (expected {{\"dialogue\": [..]}} or "
                         "{\"context\": .., \"response\": ..})")
-    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path))
+    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path),
+                  pair_records=pair_records if any(pair_records) else None)
 
 
 def read_tsv(path: Path) -> Corpus:

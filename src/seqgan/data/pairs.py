@@ -37,14 +37,17 @@ def clean_dialogue(turns: list[str], max_chars: int, skipped: dict[str, int]) ->
     return [p for p in pieces if p]
 
 
-def make_pairs(dialogues: list[list[str]], ids: list[int], cfg: DataConfig, lowercase: bool = False) -> Pairs:
-    """A dialogue of n utterances gives n-1 pairs; the context is the previous context_turns utterances."""
+def make_pairs(dialogues: list[list[str]], ids: list[int], cfg: DataConfig, lowercase: bool = False,
+               last_only: list[bool] | None = None) -> Pairs:
+    """A dialogue of n utterances gives n-1 pairs; the context is the previous context_turns utterances.
+    A dialogue marked in `last_only` (a context/response record) gives one: its last turn's."""
     out = Pairs([], [], [])
     k = cfg.context_turns
-    for turns, d in zip(dialogues, ids, strict=True):
+    for n, (turns, d) in enumerate(zip(dialogues, ids, strict=True)):
         if lowercase:
             turns = [t.lower() for t in turns]
-        for i in range(1, len(turns)):
+        first = max(1, len(turns) - 1) if last_only is not None and last_only[n] else 1
+        for i in range(first, len(turns)):
             out.contexts.append(cfg.context_separator.join(turns[max(0, i - k) : i]))
             out.responses.append(turns[i])
             out.dialogue_ids.append(d)
@@ -79,18 +82,25 @@ def split_dialogues(corpus: Corpus, cfg: DataConfig, seed: int) -> dict[str, lis
 
 def build_splits(corpus: Corpus, cfg: DataConfig, seed: int) -> tuple[dict[str, Pairs], dict[str, int], int]:
     """Clean, split by dialogue, pair. Returns (pairs per split, skip counts, dialogues used)."""
-    skipped = {"empty_utterances": 0, "long_utterances": 0, **corpus.skipped}
+    skipped = {"empty_utterances": 0, "long_utterances": 0, **corpus.skipped, "dialogues_without_pairs": 0}
     by_split = split_dialogues(corpus, cfg, seed)
     out = {}
     used = 0
     for s in SPLITS:
-        dialogues, ids = [], []
+        dialogues, ids, last_only = [], [], []
         for i in by_split[s]:
-            for piece in clean_dialogue(corpus.dialogues[i], cfg.max_chars, skipped):
-                dialogues.append(piece)
-                ids.append(i)
+            pieces = clean_dialogue(corpus.dialogues[i], cfg.max_chars, skipped)
+            record = corpus.pair_records is not None and corpus.pair_records[i]
+            if record:  # its one pair ends the last piece, unless its response was dropped
+                response = corpus.dialogues[i][-1]
+                pieces = pieces[-1:] if 0 < len(response) <= cfg.max_chars else []
+            # e.g. a monologue (one speaker turn), or turns cut apart by dropped ones
+            skipped["dialogues_without_pairs"] += all(len(p) < 2 for p in pieces)
+            dialogues += pieces
+            ids += [i] * len(pieces)
+            last_only += [record] * len(pieces)
         used += len(by_split[s])
-        out[s] = make_pairs(dialogues, ids, cfg, cfg.lowercase)
+        out[s] = make_pairs(dialogues, ids, cfg, cfg.lowercase, last_only)
     if not out["train"].contexts:
         raise DataError("the corpus gives no (context, response) pair for training: every dialogue has fewer "
                         "than two usable utterances")

@@ -23,8 +23,15 @@ from seqgan.errors import DataError
 from seqgan.rundir import RunDir, atomic_write_text
 
 
+def data_seed(cfg: Config) -> int:
+    """The seed of the split, the max_dialogues sample and the tokenizer: data.seed, else runtime.seed."""
+    return cfg.runtime.seed if cfg.data.seed is None else cfg.data.seed
+
+
 def _key(cfg: Config, fingerprint: str) -> str:
-    payload = json.dumps({"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "seed": cfg.runtime.seed,
+    data = to_dict(cfg.data)
+    data.pop("seed")  # in "seed" below: without data.seed the key is what it was before that existed
+    payload = json.dumps({"data": data, "tokenizer": to_dict(cfg.tokenizer), "seed": data_seed(cfg),
                           "input": fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -46,16 +53,16 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
             return {**old["summary"], "reused": True}
         if old is not None and not force and any((run.root / "checkpoints").glob("*/*.pt")):
             raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
-                            "again (the corpus, its settings or runtime.seed changed) would leave them unusable: "
+                            "again (the corpus, its settings or its seed changed) would leave them unusable: "
                             "use another --run-dir, or `seqgan prepare --force` to replace the data anyway")
-        pairs, skipped, used = build_splits(corpus, cfg.data, cfg.runtime.seed)
+        pairs, skipped, used = build_splits(corpus, cfg.data, data_seed(cfg))
         tmp = run.root / ".prepare.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "data").mkdir(parents=True)
         train = pairs["train"]
         tokenizer = train_tokenizer(sorted(set(train.contexts) | set(train.responses)), tmp / "tokenizer",
                                     cfg.tokenizer.vocab_size, cfg.tokenizer.model_type,
-                                    cfg.tokenizer.character_coverage, cfg.tokenizer.max_sentences, cfg.runtime.seed)
+                                    cfg.tokenizer.character_coverage, cfg.tokenizer.max_sentences, data_seed(cfg))
         counts = {}
         for s in SPLITS:
             p = pairs[s]
