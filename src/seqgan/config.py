@@ -493,6 +493,9 @@ def validate(cfg: Config) -> None:
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")
+    if s[1] <= 0 or s[2] <= 0:
+        raise ConfigError(f"data.split: valid and test each need a share above 0 (the stages pick their best "
+                          f"checkpoints on valid and evaluate on test), got {s}")
     d = cfg.model.discriminator
     if cfg.discriminator.init_embeddings and d.embed_dim != g.embed_dim:
         raise ConfigError(f"discriminator.init_embeddings: model.discriminator.embed_dim ({d.embed_dim}) must equal "

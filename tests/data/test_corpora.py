@@ -53,7 +53,20 @@ def test_dailydialog_official_splits_still_zipped(tmp_path):
         assert c.dialogues == d and c.official_split == ["train"] * 8 + ["valid"] * 2 + ["test"] * 2
     assert sorted(p.name for p in root.iterdir()) == ["dialogues_text.txt", "test.zip", "train.zip",
                                                       "validation.zip"]  # nothing extracted
+    # extraction stopped after train: the other splits are read from their zips (validation's
+    # holding a macOS resource fork first, which is no dialogues file)
+    (root / "train").mkdir()
+    (root / "train" / "dialogues_train.txt").write_text("".join(" __eou__ ".join(x) + " __eou__\n" for x in d[:8]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__MACOSX/validation/._dialogues_validation.txt", b"\x00\x05\x16\x07 not text")
+        z.writestr("validation/dialogues_validation.txt", "".join(" __eou__ ".join(x) + " __eou__\n" for x in d[8:10]))
+    (root / "validation.zip").write_bytes(buf.getvalue())
+    c = read_dailydialog(root)
+    assert c.dialogues == d and c.official_split == ["train"] * 8 + ["valid"] * 2 + ["test"] * 2
     (root / "train.zip").write_bytes(b"not a zip")
+    assert read_dailydialog(root).dialogues == d  # train is extracted: its zip is not read
+    (root / "train" / "dialogues_train.txt").unlink()
     with pytest.raises(DataError, match="train.zip is not a valid zip archive"):
         read_dailydialog(root)
 

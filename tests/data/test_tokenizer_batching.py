@@ -92,3 +92,10 @@ def test_collate_shapes_and_teacher_forcing(tmp_path):
         assert b["src"][r, : len(ctx[r])].tolist() == ctx[r] and int(b["src_mask"][r].sum()) == len(ctx[r])
     assert (b["tgt_out"][~b["tgt_mask"]] == PAD_ID).all()
     assert torch.equal(b["src"][~b["src_mask"]], torch.full_like(b["src"][~b["src_mask"]], PAD_ID))
+
+
+def test_a_training_sentence_over_64_kib_is_not_dropped(tmp_path):
+    """SentencePiece skips longer sentences without a word (e.g. a context of many long turns)."""
+    text = [u for d in dialogues(60) for u in d] + ["жук " * 17_500]  # 70,000 bytes
+    tok = train_tokenizer(text, tmp_path / "tok", vocab_size=80, max_sentences=10000)
+    assert 0 not in tok.encode("жук")  # its letters are pieces, not unknowns

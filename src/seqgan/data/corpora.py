@@ -145,7 +145,9 @@ def _zipped_split(z: Path, split: str) -> str:
     name = DD_SPLITS[split].split("/")[1]
     try:
         with zipfile.ZipFile(z) as zf:
-            member = next((m for m in zf.namelist() if m.endswith(name)), None)
+            # the file itself, not a macOS copy's resource fork (__MACOSX/.../._dialogues_train.txt)
+            member = next((m for m in zf.namelist() if m.rsplit("/", 1)[-1] == name
+                           and not m.startswith("__MACOSX/")), None)
             if member is None:
                 raise DataError(f"{z}: no {name} inside")
             return _decode(zf.read(member), z / member)
@@ -163,7 +165,8 @@ def read_dailydialog(path: Path) -> Corpus:
     if not path.is_dir():
         return Corpus(parse_dailydialog(read_text(path), path), fingerprint=_fingerprint(path))
     files = {s: path / rel for s, rel in DD_SPLITS.items() if (path / rel).exists()}
-    zips = {} if files else {s: _zip_of(path, s) for s in DD_SPLITS if _zip_of(path, s).is_file()}
+    # a split still zipped beside others extracted (extraction stopped midway) is read from its zip
+    zips = {s: _zip_of(path, s) for s in DD_SPLITS if s not in files and _zip_of(path, s).is_file()}
     if not files and not zips:
         nested = [p for p in sorted(path.iterdir()) if p.is_dir() and _has_splits(p)]
         if nested:

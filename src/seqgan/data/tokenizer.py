@@ -67,6 +67,8 @@ def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_
     sentences = [s.replace("\n", " ") for s in sentences if s.strip()]
     if not sentences:
         raise DataError("no text to train the tokenizer on")
+    # SentencePiece drops longer sentences unsaid; the default 64 KiB stays (it is in the model)
+    longest = max(len(s.encode("utf-8")) for s in sentences)
     spm.set_random_generator_seed(seed)  # the sentence sampling is seeded, so tokenizers repeat
     model = io.BytesIO()
     try:
@@ -74,7 +76,7 @@ def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_
             sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type=model_type,
             character_coverage=character_coverage, unk_id=UNK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             user_defined_symbols=[SEP], hard_vocab_limit=False, input_sentence_size=max_sentences,
-            shuffle_input_sentence=True, num_threads=1, minloglevel=2, max_sentence_length=1 << 16,
+            shuffle_input_sentence=True, num_threads=1, minloglevel=2, max_sentence_length=max(1 << 16, longest),
         )
     except (RuntimeError, ValueError, OverflowError) as e:
         raise DataError(f"tokenizer training failed: {str(e).splitlines()[0][:200]}") from None
