@@ -78,7 +78,9 @@ def serve(cfg: Config, run: RunDir, scfg: ServeConfig, say: Callable[..., None] 
         if not g["available"]:  # e.g. a checkpoint that does not load: said now, not only in /v1/info
             say(f"seqgan serve: serving without the {which} generator: {g['reason']}")
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=5), app.state.batcher)
+                                    # the batch being computed finishes (a big beam batch on a
+                                    # busy CPU can take seconds); a second Ctrl-C stops at once
+                                    timeout_graceful_shutdown=30), app.state.batcher)
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _stopped) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
