@@ -480,6 +480,10 @@ def validate(cfg: Config) -> None:
     if g.arch == "lstm" and g.conditional:
         raise ConfigError("model.generator.arch=lstm reads no context (it is the oracle experiment's generator): "
                           "set model.generator.conditional=false for an unconditional one, or use arch=transformer")
+    if cfg.model.discriminator.arch == "cnn" and cfg.model.discriminator.conditional:
+        raise ConfigError("model.discriminator.arch=cnn reads no context (it is the SeqGAN paper's, for the oracle "
+                          "experiment): set model.discriminator.conditional=false to judge responses alone, or use "
+                          "arch=transformer")
     if g.arch == "transformer" and g.max_len < max(cfg.data.max_len, cfg.sample.max_len):
         raise ConfigError(f"model.generator.max_len ({g.max_len}) must be at least data.max_len "
                           f"({cfg.data.max_len}) and sample.max_len ({cfg.sample.max_len})")

@@ -211,6 +211,23 @@ def test_examples_cut_every_response_where_the_samples_stop(tiny_run):
         assert (ex.responses[k][-1] == EOS_ID) == (len(full) <= cap)
 
 
+def test_a_split_of_one_dialogue_takes_generated_negatives_only(tiny_run):
+    """A tiny corpus's valid split can hold one dialogue: mismatching raised a bare ValueError
+    (a traceback from `seqgan pretrain discriminator`)."""
+    import numpy as np
+
+    from seqgan.data.dataset import PairDataset
+    from seqgan.rundir import RunDir
+    from seqgan.training.discriminator import build_examples
+
+    data = PairDataset.load(RunDir(tiny_run).split_path("valid"))
+    data.dialogue_ids = lambda: np.zeros(len(data), dtype=np.int64)  # every pair from one dialogue
+    idx = np.arange(len(data))
+    fakes = [np.array([5, 3])] * len(idx)
+    ex = build_examples(data, idx, fakes, 0.5, np.random.default_rng(0), max_len=100)
+    assert all(np.array_equal(r, f) for r, f in zip(ex.responses[len(idx):], fakes, strict=True))
+
+
 def test_a_mismatched_negative_is_never_the_pairs_own_reply():
     """A stock reply ("thank you .") recurs across dialogues: as a negative it would be labelled
     fake in one example and real in another."""

@@ -78,14 +78,15 @@ def build_examples(data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray], 
                    rng: np.random.Generator, max_len: int) -> DExamples:
     """Real pairs idx (label 1) and one negative per pair (label 0): generated, or mismatched.
 
-    Every response is cut to its first `max_len` tokens, where the sampler of `fakes` stops: a
+    A split of one dialogue (a tiny corpus's valid split) has no reply from another dialogue:
+    its negatives are all generated. Every response is cut to its first `max_len` tokens, where the sampler of `fakes` stops: a
     real response longer than any sample (or its eos past that point) would give D the label by
     its length alone, a cue the generator cannot answer.
     """
     contexts = contexts_of(data, idx)
     real = [data.response(int(i))[:max_len] for i in idx]
     negatives = list(fakes)
-    if mismatch_share > 0:
+    if mismatch_share > 0 and len(np.unique(data.dialogue_ids())) > 1:  # one dialogue has no other's reply
         use = rng.random(len(idx)) < mismatch_share
         if use.any():
             other = mismatched_indices(data, idx[use], rng)
