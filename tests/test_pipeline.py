@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,12 @@ def test_evaluate_compare_two_runs(finished_run, tmp_path, capsys):
     assert "settings such as eval.max_pairs=3 do not apply" in one_line(capsys.readouterr().err)
     assert run_cli("evaluate", "--compare", str(finished_run), "--seed", "5") == 2
     assert "settings such as --seed 5 do not apply" in one_line(capsys.readouterr().err)
+    # the default run directory's config has nothing to do with the runs compared
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("pretrain:\n  old_key: 1\n")
+    assert run_cli("evaluate", "--run-dir", broken, "--compare", str(finished_run), str(other)) == 0
+    capsys.readouterr()
 
 
 def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():
@@ -235,6 +242,13 @@ def test_run_says_when_a_stage_predates_the_generator_it_started_from(finished_r
     assert "checkpoints/adversarial predates the current generator checkpoint" in err
     assert run_cli("run", "--run-dir", finished_run) == 0  # nothing changed: no note
     assert "predates" not in capsys.readouterr().err
+    # the adversarial stage starts from the discriminator's last checkpoint, not its best
+    d_last = RunDir(run).checkpoint("discriminator", "last")
+    later = RunDir(run).checkpoint("adversarial", "last").stat().st_mtime + 60
+    os.utime(d_last, (later, later))  # as if discriminator pretraining went on without a better AUC
+    assert run_cli("run", "--run-dir", run) == 0
+    assert "checkpoints/adversarial predates the current generator and discriminator checkpoint" in \
+        capsys.readouterr().err
 
 
 def test_texygen_bleu_takes_every_test_response_as_a_reference(finished_run):

@@ -274,6 +274,8 @@ def make_context(args: argparse.Namespace) -> Ctx:
         run = RunDir(Path("runs") / Path(name).name)
     else:
         run = RunDir(args.run_dir)
+    if getattr(args, "compare", None):  # several runs, each read with its own config: not this one's
+        return Ctx(C.load_config(args.config or DEFAULT_PRESET), run, args)
     if run.root.exists() and not run.root.is_dir():
         raise SeqGANError(f"--run-dir {run.root} is a file, not a run directory")
     stored = run.read_config()
@@ -281,8 +283,6 @@ def make_context(args: argparse.Namespace) -> Ctx:
         cfg = C.from_dict(C.apply_overrides(stored, overrides))
     else:
         cfg = C.load_config(args.config or DEFAULT_PRESET, overrides)
-    if getattr(args, "compare", None):
-        return Ctx(cfg, run, args)  # several runs: each is read with its own config
     if args.command in SINGLE_PROCESS_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SeqGANError(f"{args.command} runs in one process: start it without torchrun (torchrun runs "
                           "prepare, pretrain, generate, train, evaluate and run)")
@@ -328,9 +328,9 @@ def _run(args: argparse.Namespace) -> int:
                   "directory are intact", file=sys.stderr)
             return 2
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C outside a stage's handler (130), or a second signal in it
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
     if args.json and main_process():
         sys.stdout.write(to_json(result) + "\n")
     sys.stdout.flush()

@@ -275,10 +275,13 @@ class RunLock:
     def __init__(self, path: Path):
         self.path = path
         self.fd: int | None = None
+        self.created: list[Path] = []  # folders this lock made, innermost first
 
     def __enter__(self) -> RunLock:
+        folder = self.path.parent
+        self.created = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:  # a path under a file, in /proc, read-only, not ours: nothing was written
             raise SeqGANError(f"cannot use {self.path.parent} as a run directory: {e.strerror}") from None
@@ -300,6 +303,13 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         if self.fd is not None:
+            # a command that stopped before writing (e.g. `seqgan train --run-dir typo`) leaves no
+            # folder behind; the lock file goes while still held, so no one else can have taken it
+            with contextlib.suppress(OSError):
+                if self.created and os.listdir(self.path.parent) == [self.path.name]:
+                    self.path.unlink()
+                    for folder in self.created:
+                        folder.rmdir()
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -6,6 +6,7 @@ run directory, writes the resolved config, and resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -15,6 +16,7 @@ import torch
 from seqgan import artifacts
 from seqgan.config import Config
 from seqgan.data.dataset import PairDataset
+from seqgan.errors import CheckpointError, ConfigError
 from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, main_process
 from seqgan.runtime import setup
 from seqgan.training.generate import contexts_of, generate_responses
@@ -38,14 +40,27 @@ def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:
     return device, tokenizer
 
 
+@contextlib.contextmanager
+def _recorded(cfg: Config, run: RunDir):
+    """config.yaml records the stage's config; a stage that refuses to resume under it (a
+    ConfigError or CheckpointError, raised before its first step) puts the previous one back."""
+    before = run.config_path.read_bytes() if main_process() and run.config_path.exists() else None
+    run.write_config(cfg)
+    try:
+        yield
+    except (ConfigError, CheckpointError):
+        if before is not None:
+            atomic_write_bytes(run.config_path, before)
+        raise
+
+
 def pretrain_generator(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.mle import pretrain_generator as fit
 
     with run.lock():
         device, tokenizer = _begin(cfg, run)
-        run.write_config(cfg)
         t0 = time.monotonic()
-        with StopFlag() as stop:
+        with _recorded(cfg, run), StopFlag() as stop:
             out = fit(cfg, run, device, tokenizer, stop=stop)
         out["seconds"] = round(time.monotonic() - t0, 1)
     say(f"generator: best validation perplexity {out['best_valid_ppl']:.2f} after {out['step']} steps "
@@ -101,9 +116,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
     with run.lock():
         device, tokenizer = _begin(cfg, run)
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
-        run.write_config(cfg)
         t0 = time.monotonic()
-        with StopFlag() as stop:
+        with _recorded(cfg, run), StopFlag() as stop:
             out = fit(cfg, run, device, tokenizer, gen, stop=stop)
         out["seconds"] = round(time.monotonic() - t0, 1)
     v = out.get("valid") or {}
@@ -123,9 +137,8 @@ def train(cfg: Config, run: RunDir) -> dict:
         disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
         d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
         load_optimizer_state(d_opt, dckpt["optimizer"])
-        run.write_config(cfg)
         t0 = time.monotonic()
-        with StopFlag() as stop:
+        with _recorded(cfg, run), StopFlag() as stop:
             out = train_adversarial(cfg, run, device, tokenizer, gen, disc, d_opt, stop=stop)
         out["seconds"] = round(time.monotonic() - t0, 1)
     return out
@@ -141,14 +154,16 @@ def evaluate(cfg: Config, run: RunDir) -> dict:
         return result
 
 
-def _warn_if_older(run: RunDir, stage: str, *inputs: str) -> None:
-    """Say so when a stage's checkpoint predates the best checkpoint of a stage it starts from
-    (e.g. the generator went on after a raised budget): the stage resumes or is skipped as it is."""
+def _warn_if_older(run: RunDir, stage: str, *inputs: tuple[str, str]) -> None:
+    """Say so when a stage's checkpoint predates the checkpoint it starts from, (stage, best or
+    last) each (e.g. the generator went on after a raised budget): the stage resumes or is skipped
+    as it is."""
     last = run.checkpoint(stage, "last")
     if not last.exists():
         return
     mtime = last.stat().st_mtime
-    newer = [s for s in inputs if (best := run.checkpoint(s, "best")).exists() and best.stat().st_mtime > mtime]
+    newer = [s for s, which in inputs
+             if (path := run.checkpoint(s, which)).exists() and path.stat().st_mtime > mtime]
     if newer:
         say(f"      note: checkpoints/{stage} predates the current {' and '.join(newer)} checkpoint; it is kept "
             f"as it is (remove {run.root / 'checkpoints' / stage} to train this stage again from them)")
@@ -176,10 +191,10 @@ def run_all(cfg: Config, run: RunDir) -> dict:
     else:
         results["generate"] = generate(cfg, run, "valid")
     say("[4/6] pretrain discriminator")
-    _warn_if_older(run, "discriminator", "generator")
+    _warn_if_older(run, "discriminator", ("generator", "best"))
     results["pretrain_discriminator"] = pretrain_discriminator(cfg, run)
     say(f"[5/6] adversarial training (objective {cfg.adversarial.objective})")
-    _warn_if_older(run, "adversarial", "generator", "discriminator")
+    _warn_if_older(run, "adversarial", ("generator", "best"), ("discriminator", "last"))  # what train loads
     results["train"] = train(cfg, run)
     say("[6/6] evaluate")
     results["evaluate"] = evaluate(cfg, run)

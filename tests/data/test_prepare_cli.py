@@ -91,6 +91,11 @@ def test_data_seed_fixes_the_split_whatever_the_training_seed(tmp_path, capsys):
     assert (tmp_path / "a/tokenizer/spm.model").read_bytes() == (tmp_path / "b/tokenizer/spm.model").read_bytes()
     assert prepare(tmp_path / "d", "data.corpus=jsonl", f"data.path={corpus}", "data.seed=-1") == 2
     assert "data.seed" in capsys.readouterr().err
+    # unset, the data keeps the seed it was prepared with: a later training seed asks for no other split
+    assert prepare(tmp_path / "c", "data.corpus=jsonl", f"data.path={corpus}", "runtime.seed=9") == 0
+    assert json.loads(capsys.readouterr().out)["reused"]
+    with np.load(tmp_path / "c/data/test.npz") as z:
+        assert z["dialogue_ids"].tolist() == splits["c"]
 
 
 def test_long_and_empty_utterances_are_counted_not_fatal(tmp_path, capsys):

@@ -239,3 +239,23 @@ def test_mle_mixing_counts_g_steps_not_rounds(tiny_run, tmp_path, monkeypatch):
                    "adversarial.mle_every=2", "adversarial.eval_every=100") == 0
     # 2 rounds x 3 g-steps numbered 0..5; the MLE term joins every second g-step
     assert events == [0, "mle", 1, 2, "mle", 3, 4, "mle", 5]
+
+
+def test_another_objective_neither_resumes_nor_counts_the_stage_as_done(tiny_run, tmp_path, capsys):
+    """`seqgan run ... adversarial.objective=penalty` on a finished run skipped the stage, and
+    evaluate then scored the seqgan-trained generator as if it were the penalty one."""
+    from support import one_line
+
+    from seqgan.rundir import RunDir
+
+    run = pretrained_run(tiny_run, tmp_path)
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=1", "adversarial.eval_every=100") == 0
+    recorded = RunDir(run).config_path.read_bytes()
+    capsys.readouterr()
+    for extra in (["adversarial.objective=penalty"], ["adversarial.steps=2", "adversarial.objective=penalty"]):
+        assert run_cli("train", "--run-dir", run, "adversarial.eval_every=100", *extra) == 2
+        assert "was trained with adversarial.objective=seqgan" in one_line(capsys.readouterr().err)
+    assert RunDir(run).config_path.read_bytes() == recorded
+    # the estimator does not matter to the seqgan objective
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=1", "adversarial.eval_every=100",
+                   "adversarial.estimator=gumbel") == 0

@@ -67,6 +67,20 @@ def test_a_per_tensor_checkpoint_resumes_into_the_fused_kernel_on_the_same_path(
     assert not back.param_groups[0]["fused"]  # and the other way round
 
 
+def test_betas_and_weight_decay_given_on_a_resume_take_effect():
+    """They came back from the checkpoint, while config.yaml recorded the command's values."""
+    from seqgan.training.optim import make_adamw
+
+    model = _model()
+    opt = make_adamw(model, 1e-2, 0.01, betas=(0.9, 0.98))
+    _steps(model, opt, 3)
+    resumed = make_adamw(model, 2e-2, 0.05, betas=(0.8, 0.9))
+    load_optimizer_state(resumed, opt.state_dict())
+    assert [(g["lr"], g["weight_decay"], g["betas"]) for g in resumed.param_groups] == [
+        (2e-2, 0.05, (0.8, 0.9)), (2e-2, 0.0, (0.8, 0.9))]
+    assert all(int(s["step"]) == 3 for s in resumed.state.values())  # the moments are the checkpoint's
+
+
 def test_stepper_skips_a_non_finite_gradient_in_its_single_pass_and_clips_finite_ones():
     model = _model()
     opt = adam(model.parameters(), 1e-2)

@@ -1,6 +1,7 @@
 """Non-finite steps, a full or unwritable disk, stale temp files, hostile CLI input, safetensors export."""
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -381,6 +382,17 @@ def test_run_dir_that_is_a_file_and_a_folder_named_like_a_preset(tmp_path, capsy
     assert load_config("tiny").name == "tiny"
 
 
+def test_a_mistyped_run_dir_is_not_left_behind(tmp_path, capsys):
+    typo = tmp_path / "runs" / "chitchat-cup"
+    assert run_cli("train", "--run-dir", typo) == 2
+    assert "no tokenizer yet" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()  # it held only the lock file
+    typo.mkdir(parents=True)
+    assert run_cli("train", "--run-dir", typo) == 2
+    assert typo.is_dir()  # a folder that was there stays
+    capsys.readouterr()
+
+
 def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
     run = RunDir(tmp_path / "r")
     run.log("stage", a=1)
@@ -390,12 +402,18 @@ def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
     assert [r.get("a", r.get("c")) for r in run.read_metrics()] == [1, 3]
 
 
-def test_prepare_again_refuses_to_replace_data_under_checkpoints(tiny_run, tmp_path, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+def test_prepare_again_refuses_to_replace_data_under_checkpoints(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(60, seed=3))
+    run = RunDir(tmp_path / "r")
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", run.root, "data.corpus=jsonl", f"data.path={corpus}") == 0
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
     before = run.spm_model.read_bytes()
     capsys.readouterr()
-    assert run_cli("prepare", "--run-dir", run.root, "--seed", "7") == 2  # a new seed re-splits the data
+    # a training seed given later is no data seed: the data stay (it re-split them before 2026-11-27)
+    assert run_cli("prepare", "--run-dir", run.root, "--seed", "7", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reused"]
+    write_jsonl(corpus, dialogues(61, seed=3))  # the corpus changed
+    assert run_cli("prepare", "--run-dir", run.root) == 2
     assert "has checkpoints trained on its prepared data" in one_line(capsys.readouterr().err)
     assert run.spm_model.read_bytes() == before and run.checkpoint("generator", "last").exists()
 
@@ -473,3 +491,26 @@ def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
         f.write("5\n[1, 2]\n")  # JSON, but not records
     run.log("stage", a=2)
     assert [r["a"] for r in run.read_metrics("stage")] == [1, 2]
+
+
+def test_a_second_sigterm_stops_at_once_with_sigterms_exit_code(tiny_run, tmp_path, monkeypatch, capsys):
+    """It exited 130, the code of SIGINT: a supervisor read a SIGTERM as a Ctrl-C."""
+    import signal
+
+    from seqgan import cli
+    from seqgan.training.signals import StopFlag, StopNow
+
+    with pytest.raises(StopNow) as caught, StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested  # the first: finish the step, save, stop
+        os.kill(os.getpid(), signal.SIGTERM)  # the second: at once
+    assert caught.value.exit_code == 143
+
+    def stopped_twice(ctx):
+        with StopFlag():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setitem(cli.COMMANDS, "train", stopped_twice)
+    assert run_cli("train", "--run-dir", _copy(tiny_run, tmp_path / "r").root) == 143
+    assert "interrupted" in capsys.readouterr().err

@@ -187,8 +187,10 @@ def test_a_resume_mid_epoch_refuses_another_batching(tiny_run, tmp_path, capsys)
     with pytest.raises(Interrupted):  # stopped after 2 steps, inside the first epoch
         pretrain_generator(cfg, run, torch.device("cpu"), tok, stop=StopAfter(2))
     capsys.readouterr()
+    recorded = run.config_path.read_bytes()
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.batch_tokens=999") == 2
     assert "batched with pretrain.batch_tokens=" in one_line(capsys.readouterr().err)
+    assert run.config_path.read_bytes() == recorded  # a refused resume leaves config.yaml as it was
     # the message names the setting to pass; with it the epoch goes on
     assert run_cli("pretrain", "generator", "--run-dir", run.root, f"pretrain.batch_tokens={cfg.pretrain.batch_tokens}",
                    "pretrain.max_steps=4") == 0

@@ -23,15 +23,21 @@ from seqgan.errors import DataError
 from seqgan.rundir import RunDir, atomic_write_text
 
 
-def data_seed(cfg: Config) -> int:
-    """The seed of the split, the max_dialogues sample and the tokenizer: data.seed, else runtime.seed."""
-    return cfg.runtime.seed if cfg.data.seed is None else cfg.data.seed
+def data_seed(cfg: Config, manifest: dict | None = None) -> int:
+    """The seed of the split, the max_dialogues sample and the tokenizer: data.seed; unset, the one
+    the run's data was prepared with (a later --seed is a training seed: it must not ask for
+    another split under trained checkpoints), else runtime.seed."""
+    if cfg.data.seed is not None:
+        return cfg.data.seed
+    if manifest is not None and "data_seed" in manifest:
+        return int(manifest["data_seed"])
+    return cfg.runtime.seed
 
 
-def _key(cfg: Config, fingerprint: str) -> str:
+def _key(cfg: Config, fingerprint: str, seed: int) -> str:
     data = to_dict(cfg.data)
     data.pop("seed")  # in "seed" below: without data.seed the key is what it was before that existed
-    payload = json.dumps({"data": data, "tokenizer": to_dict(cfg.tokenizer), "seed": data_seed(cfg),
+    payload = json.dumps({"data": data, "tokenizer": to_dict(cfg.tokenizer), "seed": seed,
                           "input": fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -44,8 +50,9 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
     t0 = time.monotonic()
     try:
         corpus = read_corpus(cfg.data)
-        key = _key(cfg, corpus.fingerprint)
         old = run.read_manifest()
+        seed = data_seed(cfg, old)
+        key = _key(cfg, corpus.fingerprint, seed)
         if not force and old is not None and old.get("key") == key and run.spm_model.exists() and \
                 all(run.split_path(s).exists() for s in SPLITS):
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
@@ -55,14 +62,14 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
             raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
                             "again (the corpus, its settings or its seed changed) would leave them unusable: "
                             "use another --run-dir, or `seqgan prepare --force` to replace the data anyway")
-        pairs, skipped, used = build_splits(corpus, cfg.data, data_seed(cfg))
+        pairs, skipped, used = build_splits(corpus, cfg.data, seed)
         tmp = run.root / ".prepare.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "data").mkdir(parents=True)
         train = pairs["train"]
         tokenizer = train_tokenizer(sorted(set(train.contexts) | set(train.responses)), tmp / "tokenizer",
                                     cfg.tokenizer.vocab_size, cfg.tokenizer.model_type,
-                                    cfg.tokenizer.character_coverage, cfg.tokenizer.max_sentences, data_seed(cfg))
+                                    cfg.tokenizer.character_coverage, cfg.tokenizer.max_sentences, seed)
         counts = {}
         for s in SPLITS:
             p = pairs[s]
@@ -72,7 +79,8 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
         summary = {"dialogues": used, "pairs": counts, "vocab_size": tokenizer.vocab_size, "skipped": skipped,
                    "run_dir": str(run.root)}
         atomic_write_text(tmp / "data" / "manifest.json",
-                          json.dumps({"key": key, "tokenizer_hash": tokenizer.hash, "summary": summary}, indent=2))
+                          json.dumps({"key": key, "tokenizer_hash": tokenizer.hash, "data_seed": seed, "summary": summary},
+                                     indent=2))
         for name in ("tokenizer", "data"):
             shutil.rmtree(run.root / name, ignore_errors=True)
             (tmp / name).rename(run.root / name)

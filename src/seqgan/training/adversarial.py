@@ -196,6 +196,18 @@ def validate(cfg: Config, gen: nn.Module, disc: nn.Module, valid: PairDataset, v
             "d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]}
 
 
+def _refuse_another_objective(was: dict, a, run: RunDir) -> None:
+    """A stage trained under one objective neither goes on nor counts as done under another (a
+    finished one was skipped, and evaluate then scored the old objective's generator)."""
+    keys = ("objective", "estimator") if was.get("objective", a.objective) == "penalty" == a.objective \
+        else ("objective",)
+    changed = [f"adversarial.{k}={was[k]}" for k in keys if k in was and was[k] != getattr(a, k)]
+    if changed:
+        raise ConfigError(f"the adversarial stage in {run.root} was trained with {', '.join(changed)}; pass "
+                          f"that to go on, or use another --run-dir (or remove {run.root / 'checkpoints' / STAGE} "
+                          "to train this stage again)")
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -233,6 +245,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         d_stepper.load_state_dict(ckpt.get("d_amp", {}))
         state.update(ckpt["state"])
         set_rng_state(ckpt["rng"], g)
+        _refuse_another_objective(ckpt["config"].get("adversarial", {}), a, run)
         if state["step"] < a.steps and not stopped_by_budget(a.max_minutes, state):
             state["complete"] = False  # more steps or a raised time budget: continue
         if state["complete"]:

@@ -24,21 +24,21 @@ def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """`optimizer.load_state_dict(state)`, keeping this optimizer's kernel choice (fused or not)
-    and learning rate.
+    """`optimizer.load_state_dict(state)`: the moments and step counts from `state`, every group
+    option (learning rate, betas, weight decay, kernel) from this optimizer.
 
-    torch restores every saved group option, `fused` included, so a checkpoint written by a
-    build without the fused kernel would otherwise switch it off, and one written with it would
-    switch it on where it does not exist; and the saved `lr` would override the one the command
-    was given (a learning rate set on a resume must take effect). A scheduled optimizer then
-    takes its rate from the schedule: `resume_schedule`.
+    torch restores every saved group option, so a checkpoint written by a build without the
+    fused kernel would otherwise switch it off (and one written with it would switch it on where
+    it does not exist), and the saved learning rate, betas and weight decay would override the
+    ones the command was given: settings changed on a resume must take effect, as config.yaml
+    then records them. A scheduled optimizer then takes its rate from the schedule:
+    `resume_schedule`.
     """
-    kernels = [{k: group.get(k) for k in ("fused", "foreach", "lr", "initial_lr") if k in group}
-               for group in optimizer.param_groups]
+    options = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
-    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+    for group, kernel in zip(optimizer.param_groups, options, strict=True):
         group.update(kernel)
-        if kernel["fused"]:  # the fused kernel wants its step counts as float tensors on the device
+        if kernel.get("fused"):  # the fused kernel wants its step counts as float tensors on the device
             for p in group["params"]:
                 st = optimizer.state.get(p, {})
                 if torch.is_tensor(st.get("step")):

@@ -20,6 +20,14 @@ class Interrupted(Exception):
         self.exit_code = 128 + int(getattr(signal, signame, signal.SIGINT))
 
 
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop at once; the exit code is the signal's (130 or 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
 def signal_name(stop: StopFlag | None) -> str:
     """The signal a stage stops for; SIGTERM when another rank of a distributed run received it."""
     return stop.signame if stop is not None and stop.signame else "SIGTERM"
@@ -38,7 +46,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signame is not None:  # second signal: stop now
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.signame = signal.Signals(signum).name
 
     def __enter__(self) -> StopFlag:
