@@ -175,7 +175,7 @@ HELP = {
     "respond": "one reply to a context, on stdout",
     "serve": "HTTP API and web chat page",
     "compare": "responses of both generators and the reference, side by side",
-    "run": "every stage in order, each skipped when already complete",
+    "run": "every stage in order, each skipped when complete (evaluate always re-runs)",
     "export": "a generator's weights as safetensors + JSON config + tokenizer",
     "oracle": "the SeqGAN paper's synthetic-data experiment (NLL-oracle)",
     "plot": "PNG curves of a run's metrics",

@@ -135,6 +135,11 @@ def train(cfg: Config, run: RunDir) -> dict:
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         gen.train()
         disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
+        d_state = dckpt.get("state", {})
+        if not d_state.get("complete", True) and not run.checkpoint("adversarial", "last").exists():
+            say(f"      note: discriminator pretraining has not finished (round {d_state.get('round', 0)} of "
+                f"{cfg.discriminator.rounds} done); adversarial training starts from its last checkpoint "
+                f"(`seqgan pretrain discriminator --run-dir {run.root}` finishes it first)")
         d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
         load_optimizer_state(d_opt, dckpt["optimizer"])
         t0 = time.monotonic()

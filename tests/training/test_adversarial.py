@@ -259,3 +259,20 @@ def test_another_objective_neither_resumes_nor_counts_the_stage_as_done(tiny_run
     # the estimator does not matter to the seqgan objective
     assert run_cli("train", "--run-dir", run, "adversarial.steps=1", "adversarial.eval_every=100",
                    "adversarial.estimator=gumbel") == 0
+
+
+def test_train_says_when_discriminator_pretraining_has_not_finished(tiny_run, tmp_path, capsys):
+    import torch
+
+    from seqgan.rundir import RunDir
+
+    run = pretrained_run(tiny_run, tmp_path)
+    path = RunDir(run).checkpoint("discriminator", "last")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state"].update(complete=False, round=0)  # as if stopped inside its first round
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=1", "adversarial.eval_every=100") == 0
+    assert "discriminator pretraining has not finished (round 0 of 1 done)" in capsys.readouterr().err
+    assert run_cli("train", "--run-dir", run, "adversarial.steps=1", "adversarial.eval_every=100") == 0
+    assert "has not finished" not in capsys.readouterr().err  # the adversarial stage has its own D now
