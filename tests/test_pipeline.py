@@ -184,6 +184,13 @@ def test_evaluate_compare_two_runs(finished_run, tmp_path, capsys):
     assert "settings such as eval.max_pairs=3 do not apply" in one_line(capsys.readouterr().err)
     assert run_cli("evaluate", "--compare", str(finished_run), "--seed", "5") == 2
     assert "settings such as --seed 5 do not apply" in one_line(capsys.readouterr().err)
+    # an eval.json written before the diversity metrics counted words is flagged
+    old = json.loads((other / "eval.json").read_text())
+    old.pop("diversity_unit")
+    (other / "eval.json").write_text(json.dumps(old))
+    assert run_cli("evaluate", "--compare", str(finished_run), str(other)) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and str(other) in notes[0] and "SentencePiece pieces" in notes[0]
     # the default run directory's config has nothing to do with the runs compared
     broken = tmp_path / "broken"
     broken.mkdir()

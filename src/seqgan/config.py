@@ -480,10 +480,6 @@ def validate(cfg: Config) -> None:
     if g.arch == "lstm" and g.conditional:
         raise ConfigError("model.generator.arch=lstm reads no context (it is the oracle experiment's generator): "
                           "set model.generator.conditional=false for an unconditional one, or use arch=transformer")
-    if cfg.model.discriminator.arch == "cnn" and cfg.model.discriminator.conditional:
-        raise ConfigError("model.discriminator.arch=cnn reads no context (it is the SeqGAN paper's, for the oracle "
-                          "experiment): set model.discriminator.conditional=false to judge responses alone, or use "
-                          "arch=transformer")
     if g.arch == "transformer" and g.max_len < max(cfg.data.max_len, cfg.sample.max_len):
         raise ConfigError(f"model.generator.max_len ({g.max_len}) must be at least data.max_len "
                           f"({cfg.data.max_len}) and sample.max_len ({cfg.sample.max_len})")
@@ -497,9 +493,6 @@ def validate(cfg: Config) -> None:
     s = cfg.data.split
     if len(s) != 3 or any(x < 0 for x in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
         raise ConfigError(f"data.split: three non-negative shares summing to 1, got {s}")
-    if s[1] <= 0 or s[2] <= 0:
-        raise ConfigError(f"data.split: valid and test each need a share above 0 (the stages pick their best "
-                          f"checkpoints on valid and evaluate on test), got {s}")
     d = cfg.model.discriminator
     if cfg.discriminator.init_embeddings and d.embed_dim != g.embed_dim:
         raise ConfigError(f"discriminator.init_embeddings: model.discriminator.embed_dim ({d.embed_dim}) must equal "

@@ -35,6 +35,8 @@ from seqgan.training.generate import contexts_of, generate_responses
 from seqgan.training.mle import validation_nll
 from seqgan.training.optim import make_adamw
 
+DIVERSITY_UNIT = "words"  # what distinct-n, Self-BLEU, mean length and repetition count (pieces before 1085a3b)
+
 ROWS = [
     ("test_nll", "test NLL (nats/token)", "{:.3f}"),
     ("test_ppl", "test perplexity", "{:.2f}"),
@@ -124,7 +126,8 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
     disc = artifacts.adversarial_discriminator(cfg, run, tokenizer, device)
     if disc is None and run.checkpoint("discriminator", "best").exists():
         disc = artifacts.load_discriminator(cfg, run, tokenizer, device)[0].eval()
-    result: dict = {"run": str(run.root), "split": cfg.eval.split, "pairs": int(n), "generators": {}, "examples": []}
+    result: dict = {"run": str(run.root), "split": cfg.eval.split, "pairs": int(n), "diversity_unit": DIVERSITY_UNIT,
+                    "generators": {}, "examples": []}
     samples, references = {}, response_words(data)  # the reference set, read once for both generators
     for which in ("pretrained", "adversarial"):
         try:

@@ -63,6 +63,8 @@ def export_generator(cfg: Config, run: RunDir, which: str | None = None, out: st
     vocab = run.spm_model.with_suffix(".vocab")
     if vocab.exists():
         atomic_write_bytes(out / "spm.vocab", vocab.read_bytes())
+    else:  # a run without one (made before it was written): no earlier export's file stays beside this model
+        (out / "spm.vocab").unlink(missing_ok=True)
     atomic_write_text(out / "config.json", to_json(meta, indent=2) + "\n")
     return {"generator": name, "path": str(out), "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}

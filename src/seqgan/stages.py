@@ -212,7 +212,7 @@ def compare_runs(runs: list[RunDir]) -> dict:
     """Side-by-side table of several runs' eval.json (each run is evaluated first if it has none)."""
     from seqgan.config import from_dict
     from seqgan.errors import SeqGANError
-    from seqgan.evaluate import format_table, read_eval
+    from seqgan.evaluate import DIVERSITY_UNIT, format_table, read_eval
 
     results = {}
     for r in runs:
@@ -222,5 +222,9 @@ def compare_runs(runs: list[RunDir]) -> dict:
         if not r.eval_path.exists():
             evaluate(from_dict(stored), r)
         results[str(r.root)] = read_eval(r)
+        if results[str(r.root)].get("diversity_unit") != DIVERSITY_UNIT:
+            say(f"note: {r.eval_path} counts distinct-n, Self-BLEU-4, mean length and repetition in SentencePiece "
+                f"pieces (written before they counted {DIVERSITY_UNIT}); `seqgan evaluate --run-dir {r.root}` "
+                "writes it again")
     print(format_table(results), file=sys.stderr)
     return {"runs": results}

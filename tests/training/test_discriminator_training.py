@@ -82,3 +82,12 @@ def test_pretraining_starts_from_the_generator_embeddings(tiny_run, tmp_path, in
     trained = torch.load(run.checkpoint("discriminator", "last"), weights_only=True)["model"]["embed.tok.weight"]
     gap = (trained - token_embedding(gen).weight).abs().max()
     assert gap < 1e-8 if init else gap > 1e-3  # an lr of 1e-12 leaves the start in place
+
+
+def test_a_cnn_discriminator_that_should_read_the_context_is_refused_before_training(tiny_run):
+    """It ignored the context unsaid; a run made with it before stays readable (no config error)."""
+    stored = RunDir(tiny_run).read_config()
+    stored["model"]["discriminator"]["arch"] = "cnn"
+    cfg = from_dict(stored)  # loads: evaluate, chat and export of such a run go on
+    with pytest.raises(ConfigError, match="reads no context"):
+        pretrain_discriminator(cfg, RunDir(tiny_run), torch.device("cpu"), None, None)
