@@ -207,6 +207,10 @@ def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():
     records.append({"stage": "oracle", "phase": "mle", "index": 20, "nll_oracle": 9.1})
     records.append({"stage": "oracle", "phase": "adversarial", "index": 20, "nll_oracle": float("nan")})
     assert _series(records, "oracle", "index", "nll_oracle", "adversarial") == ([0, 5, 10, 15], [9.0, 8.9, 8.7, 8.6])
+    # an attempt killed after step 30, resumed from its checkpoint at 10, stopped by its budget at 20:
+    # the old point at 30 belongs to a trajectory that was thrown away
+    killed = [{"stage": "s", "step": x, "loss": v} for x, v in [(10, 1.0), (20, 2.0), (30, 1.0), (20, 2.5)]]
+    assert _series(killed, "s", "step", "loss") == ([10, 20], [1.0, 2.5])
 
 
 def test_the_oracle_plot_puts_the_adversarial_rounds_after_the_mle_epochs(tmp_path, capsys):

@@ -21,7 +21,7 @@ def test_event_files_hold_the_logged_numbers(tiny_run, tmp_path):
     run = _copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.tensorboard=true",
                    "pretrain.max_steps=6", "pretrain.log_every=2") == 0
-    events = EventAccumulator(str(run.root / "tensorboard"))
+    events = EventAccumulator(str(run.root / "tensorboard" / "pretrain_generator"))  # a folder per stage
     events.Reload()
     logged = [r for r in run.read_metrics("pretrain_generator") if "loss" in r]
     scalars = events.Scalars("pretrain_generator/loss")
@@ -52,16 +52,42 @@ def test_oracle_curves_are_tagged_by_phase_at_their_epoch_or_round(tmp_path):
 
     run = RunDir(tmp_path / "o")
     assert run_cli("oracle", "--config", "tiny", "--run-dir", run.root, "runtime.tensorboard=true") == 0
-    events = EventAccumulator(str(run.root / "tensorboard"))
-    events.Reload()
-    tags = events.Tags()["scalars"]
-    assert not [t for t in tags if t.endswith("/index")] and "oracle/nll_oracle" not in tags
-    for phase in ("mle", "adversarial"):
+    tags = {}
+    for phase in ("mle", "d_pretrain", "adversarial"):  # a folder per phase
+        events = EventAccumulator(str(run.root / "tensorboard" / f"oracle_{phase}"))
+        events.Reload()
+        tags[phase] = events.Tags()["scalars"]
+        assert not [t for t in tags[phase] if t.endswith("/index")] and "oracle/nll_oracle" not in tags[phase]
+        if phase == "d_pretrain":
+            continue
         logged = [r for r in run.read_metrics("oracle") if r.get("phase") == phase and "nll_oracle" in r]
         scalars = events.Scalars(f"oracle/{phase}/nll_oracle")
         assert [s.step for s in scalars] == [r["index"] for r in logged] and len(logged) >= 2, phase
         assert [round(s.value, 4) for s in scalars] == pytest.approx([r["nll_oracle"] for r in logged], abs=1e-4)
-    assert "oracle/d_pretrain/d_accuracy" in tags and "oracle/adversarial/d_accuracy" in tags
+    assert "oracle/d_pretrain/d_accuracy" in tags["d_pretrain"] and "oracle/adversarial/d_accuracy" in tags["adversarial"]
+    # round r's figures sit at its index r, with its evaluation (round=r+1 is logged once it is done)
+    rounds = [r["round"] - 1 for r in run.read_metrics("oracle") if r.get("phase") == "adversarial" and "reward" in r]
+    assert [s.step for s in events.Scalars("oracle/adversarial/reward")] == rounds and rounds[0] == 0
+
+
+def test_a_resumed_stage_hides_the_abandoned_attempts_points(tmp_path):
+    """A resumed stage logs again the steps after its last checkpoint; the points the killed
+    attempt logged from there (here step 30, never reached again) were drawn on as well."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = RunDir(tmp_path / "r")
+    first.enable_tensorboard()
+    for step, loss in ((10, 5.0), (20, 4.0), (30, 3.0)):
+        first.log("pretrain_generator", step=step, loss=loss)
+    first._tensorboard["pretrain_generator"].close()
+    again = RunDir(tmp_path / "r")  # the resumed process, from the checkpoint at step 10
+    again.enable_tensorboard()
+    again.log("pretrain_generator", step=20, loss=4.5)
+    again._tensorboard["pretrain_generator"].close()
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard" / "pretrain_generator"))
+    events.Reload()
+    assert [(s.step, s.value) for s in events.Scalars("pretrain_generator/loss")] == [(10, 5.0), (20, 4.5)]
 
 
 def test_a_command_stopped_by_a_missing_stage_leaves_no_tensorboard_folder(tmp_path, capsys):

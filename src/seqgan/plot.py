@@ -26,13 +26,17 @@ ORACLE_LINES = [(9.038, "paper MLE 9.038"), (8.736, "paper SeqGAN 8.736")]
 
 def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None = None) -> tuple[list, list]:
     """The (x, y) points of one curve in x order. A resumed stage logs again the steps after its
-    last checkpoint: the last record of each x wins, so the line never runs back on itself."""
-    points = {}
+    last checkpoint: where x goes back, every point from there on is the abandoned attempt's and
+    is dropped (not only those logged again), so the line never runs back on itself nor ends on
+    a trajectory that was thrown away."""
+    points: dict = {}
     for r in records:
         if r.get("stage") != stage or y not in r or x not in r:
             continue
         if phase is not None and r.get("phase") != phase:
             continue
+        if points and r[x] <= max(points):  # a resumed attempt: what the last one logged from here is void
+            points = {k: v for k, v in points.items() if k < r[x]}
         v = r[y]
         if isinstance(v, int | float) and math.isfinite(v):
             points[r[x]] = v

@@ -74,7 +74,7 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._tensorboard = None  # a SummaryWriter from the first record after enable_tensorboard()
+        self._tensorboard: dict = {}  # a SummaryWriter per curve set, from its first record after enable_tensorboard()
         self._tensorboard_on = False
 
     # paths -----------------------------------------------------------------
@@ -196,18 +196,28 @@ class RunDir:
 
     def _write_tensorboard(self, stage: str, values: dict) -> None:
         """Each number of a record as a scalar at the record's step, round, epoch or index; a
-        record with a phase (the oracle's mle, d_pretrain, adversarial) tags its own curves."""
-        if self._tensorboard is None:
-            from torch.utils.tensorboard import SummaryWriter
+        record with a phase (the oracle's mle, d_pretrain, adversarial) tags its own curves.
 
-            self._tensorboard = SummaryWriter(str(self.root / "tensorboard"))
-        step = next((values[k] for k in ("step", "round", "epoch", "index") if isinstance(values.get(k), int)), 0)
+        Each stage (and oracle phase) writes to a folder of its own, tensorboard/STAGE[_PHASE],
+        whose writer starts at its first record's step with `purge_step`: a resumed stage logs
+        again the steps after its last checkpoint, and TensorBoard then hides the abandoned
+        attempt's points from there on instead of drawing the curve back over itself.
+        """
         phase = values.get("phase")
         prefix = f"{stage}/{phase}" if isinstance(phase, str) else stage
+        step = next((values[k] for k in ("step", "round", "epoch", "index") if isinstance(values.get(k), int)), 0)
+        if phase == "adversarial" and "index" not in values and isinstance(values.get("round"), int):
+            step -= 1  # the oracle's round r logs round=r+1 once done; its evaluation, index=r
+        writer = self._tensorboard.get(prefix)
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.root / "tensorboard" / prefix.replace("/", "_")), purge_step=step)
+            self._tensorboard[prefix] = writer
         for k, v in values.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "round", "index"):
-                self._tensorboard.add_scalar(f"{prefix}/{k}", v, step)
-        self._tensorboard.flush()
+                writer.add_scalar(f"{prefix}/{k}", v, step)
+        writer.flush()
 
     def enable_tensorboard(self) -> None:
         """Also write every logged number to TensorBoard event files in RUN_DIR/tensorboard/,
