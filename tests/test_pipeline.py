@@ -143,14 +143,19 @@ def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
     assert calls == [(1, cfg.sample.temperature), (3, 0.5), (1, 0.5)]
 
 
-def test_evaluate_json_and_plot(finished_run, capsys):
+def test_evaluate_json_and_plot(finished_run, capsys, monkeypatch):
+    from matplotlib.axes import Axes
+
     assert run_cli("evaluate", "--run-dir", finished_run, "--json") == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert "test perplexity" in captured.err and "adversarial" in out["generators"]
+    ylabels, set_ylabel = [], Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel", lambda ax, label, *a, **k: ylabels.append(label) or set_ylabel(ax, label))
     assert run_cli("plot", "--run-dir", finished_run, "--json") == 0
     plots = json.loads(capsys.readouterr().out)["plots"]
     assert any(p.endswith("pretrain_generator.png") for p in plots)
+    assert len(ylabels) == len(plots) and "nats per token" in ylabels  # every panel says what its y axis is
 
 
 def test_stage_without_prerequisite_names_the_command(tmp_path, capsys):

@@ -8,18 +8,20 @@ from pathlib import Path
 from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir
 
-# (file name, title, [(stage, x key, y key, label)], reference lines)
+# (file name, title, [(stage, x key, y key, label)], reference lines, y-axis label)
 PANELS = [
     ("pretrain_generator.png", "generator MLE",
-     [("pretrain_generator", "step", "loss", "train loss"), ("pretrain_generator", "step", "valid_nll", "valid NLL")], []),
+     [("pretrain_generator", "step", "loss", "train loss"), ("pretrain_generator", "step", "valid_nll", "valid NLL")],
+     [], "nats per token"),
     ("discriminator.png", "discriminator pretraining",
      [("pretrain_discriminator", "round", "valid_accuracy", "valid accuracy"),
-      ("pretrain_discriminator", "round", "valid_auc", "valid AUC")], []),
+      ("pretrain_discriminator", "round", "valid_auc", "valid AUC")], [], "accuracy / AUC"),
     ("adversarial.png", "adversarial training",
-     [("adversarial", "step", "reward", "mean reward"), ("adversarial", "step", "d_accuracy", "D accuracy"),
-      ("adversarial", "step", "val_fooling_rate", "valid fooling rate")], []),
+     [("adversarial", "step", "reward", "mean reward (seqgan: D of rollouts; penalty: log D)"),
+      ("adversarial", "step", "d_accuracy", "D accuracy in its last d-step (training)"),
+      ("adversarial", "step", "val_fooling_rate", "valid fooling rate")], [], "reward / rate"),
     ("adversarial_ppl.png", "adversarial: validation perplexity",
-     [("adversarial", "step", "val_valid_ppl", "valid perplexity")], []),
+     [("adversarial", "step", "val_valid_ppl", "valid perplexity")], [], "perplexity"),
 ]
 ORACLE_LINES = [(9.038, "paper MLE 9.038"), (8.736, "paper SeqGAN 8.736")]
 
@@ -68,7 +70,7 @@ def plot_run(run: RunDir) -> dict:
     written: list[str] = []
 
     def panel(name: str, title: str, series: list[tuple[list, list, str]], refs: list[tuple[float, str]],
-              xlabel: str, marks: tuple[tuple[float, str], ...] = ()) -> None:
+              xlabel: str, ylabel: str, marks: tuple[tuple[float, str], ...] = ()) -> None:
         series = [s for s in series if s[0]]
         if not series:
             return
@@ -83,6 +85,7 @@ def plot_run(run: RunDir) -> dict:
             ax.text(xv, ax.get_ylim()[1], f" {label}", va="top", fontsize=8, color="gray")
         ax.set_title(title)
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -91,14 +94,14 @@ def plot_run(run: RunDir) -> dict:
         plt.close(fig)
         written.append(str(path))
 
-    for name, title, specs, refs in PANELS:
+    for name, title, specs, refs, ylabel in PANELS:
         series = [(*_series(records, st, x, y), label) for st, x, y, label in specs]
-        panel(name, title, series, refs, specs[0][1])
+        panel(name, title, series, refs, specs[0][1], ylabel)
     mle_epochs = ((run.read_config() or {}).get("oracle") or {}).get("mle_epochs")
     oracle, start = oracle_timeline(records, mle_epochs)
     marks = (((start, "adversarial rounds"),) if oracle[1][0] else ())
     panel("oracle_nll.png", "NLL-oracle", oracle, ORACLE_LINES, "generator epoch (MLE, then adversarial rounds)",
-          marks)
+          "NLL-oracle (nats per token)", marks)
     if not written:
         raise SeqGANError(f"{run.metrics_path} has no metrics to plot yet")
     return {"plots": written}
