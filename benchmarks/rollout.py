@@ -41,6 +41,8 @@ def main() -> None:
     seqs = sample(gen, src, mask, max_len=T, eos_id=None, generator=g)
     reward = discriminator_reward(disc)
     kw = dict(max_len=T, bos_id=2, eos_id=3, pad_id=1)
+    for fn in (rollout_rewards, naive_rollout_rewards):  # warm-up, untimed: both sides start warm
+        fn(gen, reward, src[:2], mask[:2], seqs[:2], N, generator=torch.Generator().manual_seed(1), **kw)
     t = time.perf_counter()
     rollout_rewards(gen, reward, src, mask, seqs, N, generator=g, **kw)
     batched = time.perf_counter() - t
