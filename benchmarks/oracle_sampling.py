@@ -1,5 +1,6 @@
 """Oracle benchmark speed: sampling 9,984 x 20 tokens from the oracle (vocab 5000), and one
-epoch of the paper's CNN discriminator (10k real + 10k generated, batch 64, fwd + bwd + Adam).
+epoch of the paper's CNN discriminator (10k real + 10k negatives, batch 64, fwd + bwd + Adam;
+the negatives are uniform random tokens: the epoch's cost does not depend on what they hold).
 
 (a) naive sampling: a per-row loop with torch.multinomial at every step (timed on a few rows
     and extrapolated); (b) ours: all rows in large batches, inverse-CDF sampling.
