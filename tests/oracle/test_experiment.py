@@ -95,7 +95,8 @@ def test_a_resume_under_another_experiment_is_refused_and_changes_nothing(tmp_pa
     files = [RunDir(run).checkpoint("oracle", "last"), run / "oracle.json", run / "config.yaml"]
     before = [f.read_bytes() for f in files]
     for args, names in [(["runtime.seed=99"], ["runtime.seed=1234", "the oracle of oracle.params=None"]),
-                        (["oracle.mle_epochs=6", "oracle.rollouts=3"], ["oracle.mle_epochs=", "oracle.rollouts="])]:
+                        (["oracle.mle_epochs=6", "oracle.rollouts=3"], ["oracle.mle_epochs=", "oracle.rollouts="]),
+                        (["runtime.precision=bf16"], ["runtime.precision=fp32"])]:
         assert run_cli("oracle", "--run-dir", run, *args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"the run in {run} was started with" in err[0], err

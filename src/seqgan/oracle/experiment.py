@@ -50,7 +50,7 @@ from seqgan.training.policy import (
 from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
-PAPER = {"mle": 9.038, "seqgan": 8.736, "original_code_final": 8.683}
+PAPER = {"mle": 9.038, "seqgan": 8.736, "original_code_round_150": 8.683}  # its published log stops there
 STAGE = "oracle"
 
 
@@ -181,6 +181,9 @@ def _check_same_experiment(cfg: Config, ckpt: dict, oracle_hash: str, run: RunDi
     seed = old.get("runtime", {}).get("seed", cfg.runtime.seed)
     if seed != cfg.runtime.seed:
         changed.append(f"runtime.seed={seed}")
+    precision = old.get("runtime", {}).get("precision", cfg.runtime.precision)  # bf16 trains other numbers
+    if precision != cfg.runtime.precision:
+        changed.append(f"runtime.precision={precision}")
     if ckpt.get("oracle_hash", oracle_hash) != oracle_hash:
         changed.append(f"the oracle of oracle.params={was.get('params')!r}")
     if changed:
