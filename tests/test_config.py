@@ -118,6 +118,20 @@ def test_run_refuses_conflicting_frozen_config_naming_keys(tiny_run, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "model.generator.hidden_dim" in err and "tokenizer.vocab_size" in err and "data.path" in err
+    # a conflict that comes from the preset says so: the user gave no override of data.corpus
+    assert run_cli("evaluate", "--config", "tiny", "--run-dir", tiny_run) == 2
+    assert "drop these overrides or --config tiny (without it the run's config.yaml is used)" in capsys.readouterr().err
+
+
+def test_oracle_defaults_to_the_quick_oracle_preset(monkeypatch, tmp_path):
+    """Without --config it took chitchat-cpu, which has no oracle section: the full paper protocol
+    (about 14 hours here), in runs/chitchat-cpu, a dialogue run's folder."""
+    from seqgan.cli import build_parser, make_context
+
+    monkeypatch.chdir(tmp_path)
+    ctx = make_context(build_parser().parse_args(["oracle"]))
+    assert ctx.cfg.name == "oracle-quick" and str(ctx.run.root) == "runs/oracle-quick"
+    assert make_context(build_parser().parse_args(["evaluate"])).cfg.name == "chitchat-cpu"
 
 
 def test_run_reads_its_own_config_when_no_preset_given(tiny_run):

@@ -21,6 +21,7 @@ from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir, main_process, to_json
 
 DEFAULT_PRESET = "chitchat-cpu"
+ORACLE_PRESET = "oracle-quick"  # `seqgan oracle`'s default: chitchat-cpu has no oracle section (the full protocol)
 # commands that a torchrun world would run once per rank, each rank doing all of it (serve binding one
 # port twice, the oracle training N different models): refused under torchrun
 SINGLE_PROCESS_COMMANDS = ("oracle", "chat", "respond", "serve", "compare", "export", "plot")
@@ -187,8 +188,8 @@ HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help=f"preset name or YAML path (default {DEFAULT_PRESET}, "
-                        "or the run directory's config.yaml when it exists)")
+    common.add_argument("--config", help=f"preset name or YAML path (default {DEFAULT_PRESET}, {ORACLE_PRESET} for "
+                        "oracle, or the run directory's config.yaml when it exists)")
     common.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     common.add_argument("--seed", type=int, help="random seed (runtime.seed)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -202,9 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prepare":
             sp.add_argument("--force", action="store_true", help="prepare again even if up to date")
         if name == "pretrain":
-            sp.add_argument("model", choices=["generator", "discriminator"])
+            sp.add_argument("model", metavar="STAGE", choices=["generator", "discriminator"],
+                            help="generator (MLE) or discriminator")
         if name in ("generate", "compare"):
-            sp.add_argument("--split", default=None, help="train | valid | test")
+            sp.add_argument("--split", default=None, help="train | valid | test (default "
+                            f"{'train' if name == 'generate' else 'test'})")
         if name == "export":
             sp.add_argument("--out", default=None, help="output folder (default RUN_DIR/export/<generator>)")
         if name in ("chat", "respond", "export"):
@@ -264,30 +267,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _default_preset(args: argparse.Namespace) -> str:
+    return ORACLE_PRESET if args.command == "oracle" else DEFAULT_PRESET
+
+
 def make_context(args: argparse.Namespace) -> Ctx:
     """Resolve the config: preset/YAML (+ overrides), or the run's own config.yaml."""
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"runtime.seed={args.seed}")
     if args.run_dir is None:
-        name = C.resolve_preset(args.config)[0] if args.config else DEFAULT_PRESET
+        name = C.resolve_preset(args.config)[0] if args.config else _default_preset(args)
         run = RunDir(Path("runs") / Path(name).name)
     else:
         run = RunDir(args.run_dir)
     if getattr(args, "compare", None):  # several runs, each read with its own config: not this one's
-        return Ctx(C.load_config(args.config or DEFAULT_PRESET), run, args)
+        return Ctx(C.load_config(args.config or _default_preset(args)), run, args)
     if run.root.exists() and not run.root.is_dir():
         raise SeqGANError(f"--run-dir {run.root} is a file, not a run directory")
     stored = run.read_config()
     if args.config is None and stored is not None:
         cfg = C.from_dict(C.apply_overrides(stored, overrides))
     else:
-        cfg = C.load_config(args.config or DEFAULT_PRESET, overrides)
+        cfg = C.load_config(args.config or _default_preset(args), overrides)
     if args.command in SINGLE_PROCESS_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SeqGANError(f"{args.command} runs in one process: start it without torchrun (torchrun runs "
                           "prepare, pretrain, generate, train, evaluate and run)")
     oracle = args.command == "oracle"
-    run.check_config(cfg, C.ORACLE_FROZEN_SECTIONS if oracle else C.FROZEN_SECTIONS)
+    run.check_config(cfg, C.ORACLE_FROZEN_SECTIONS if oracle else C.FROZEN_SECTIONS, preset=args.config)
     if args.command in ("prepare", "run", "oracle"):  # the commands that start a run: before the lock file
         run.check_new_run_allowed(oracle)
     return Ctx(cfg, run, args)

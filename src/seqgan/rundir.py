@@ -159,8 +159,10 @@ class RunDir:
             raise SeqGANError(f"{self.root} is not a run directory (no config.yaml) and is not empty ({shown}); "
                               "use a new or empty --run-dir")
 
-    def check_config(self, cfg: C.Config, sections: tuple[str, ...] = C.FROZEN_SECTIONS) -> list[str]:
-        """Refuse a config whose frozen `sections` differ from the run's; return other differing keys."""
+    def check_config(self, cfg: C.Config, sections: tuple[str, ...] = C.FROZEN_SECTIONS,
+                     preset: str | None = None) -> list[str]:
+        """Refuse a config whose frozen `sections` differ from the run's; return other differing keys.
+        `preset`: the --config the values came from (the message says to drop it, not overrides)."""
         stored = self.read_config()
         if stored is None:
             return []
@@ -170,8 +172,9 @@ class RunDir:
             shown = ", ".join(f"{k} ({C.flatten(stored).get(k)!r} -> {C.flatten(new).get(k)!r})" for k in frozen[:5])
             more = f" and {len(frozen) - 5} more" if len(frozen) > 5 else ""
             raise ConfigError(
-                f"config conflicts with the run in {self.root}: {shown}{more}; "
-                "use another --run-dir, or drop these overrides"
+                f"config conflicts with the run in {self.root}: {shown}{more}; use another --run-dir, or "
+                + (f"drop these overrides or --config {preset} (without it the run's config.yaml is used)"
+                   if preset else "drop these overrides")
             )
         return C.diff(stored, new)
 

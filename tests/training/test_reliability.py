@@ -478,7 +478,7 @@ def test_a_command_that_stops_on_a_missing_stage_leaves_config_yaml_as_it_was(tm
 def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
     run = _copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain") == 2  # overrides are optional: only the model is named as missing
-    assert one_line(capsys.readouterr().err).startswith("seqgan: the following arguments are required: model (")
+    assert one_line(capsys.readouterr().err).startswith("seqgan: the following arguments are required: STAGE (")
     test = run.split_path("test")
     test.write_bytes(test.read_bytes()[: test.stat().st_size // 2])  # a split cut short
     assert run_cli("evaluate", "--run-dir", run.root) == 2
