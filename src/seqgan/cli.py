@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "respond":
             sp.add_argument("text", help="the context (earlier turns separated by ' | ')")
         if name == "evaluate":
-            sp.add_argument("--compare", nargs="+", metavar="DIR", help="several run directories")
+            sp.add_argument("--compare", nargs="+", metavar="DIR", help="several run directories, side by side "
+                            "from their eval.json (a run without one is evaluated first)")
         # last, so that a command's own positionals (pretrain MODEL, respond TEXT) come first
         sp.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return p
