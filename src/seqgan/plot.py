@@ -32,13 +32,15 @@ def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None =
     is dropped (not only those logged again), so the line never runs back on itself nor ends on
     a trajectory that was thrown away."""
     points: dict = {}
+    last = None  # the x of the record before
     for r in records:
         if r.get("stage") != stage or y not in r or x not in r:
             continue
         if phase is not None and r.get("phase") != phase:
             continue
-        if points and r[x] <= max(points):  # a resumed attempt: what the last one logged from here is void
+        if last is not None and r[x] <= last:  # a resumed attempt: what the last one logged from here is void
             points = {k: v for k, v in points.items() if k < r[x]}
+        last = r[x]
         v = r[y]
         if isinstance(v, int | float) and math.isfinite(v):
             points[r[x]] = v

@@ -16,7 +16,7 @@ import torch
 from seqgan import artifacts
 from seqgan.config import Config
 from seqgan.data.dataset import PairDataset
-from seqgan.errors import CheckpointError, ConfigError
+from seqgan.errors import CheckpointError, ConfigError, SeqGANError
 from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, main_process
 from seqgan.runtime import setup
 from seqgan.training.generate import contexts_of, generate_responses
@@ -71,8 +71,6 @@ def pretrain_generator(cfg: Config, run: RunDir) -> dict:
 def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | None = None) -> dict:
     """Sample one response per context of `split` with the best pretrained (or adversarial) generator."""
     if split not in SPLITS:
-        from seqgan.errors import SeqGANError
-
         raise SeqGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     with run.lock():
         device, tokenizer = _begin(cfg, run)
@@ -211,7 +209,6 @@ def run_all(cfg: Config, run: RunDir) -> dict:
 def compare_runs(runs: list[RunDir]) -> dict:
     """Side-by-side table of several runs' eval.json (each run is evaluated first if it has none)."""
     from seqgan.config import from_dict
-    from seqgan.errors import SeqGANError
     from seqgan.evaluate import DIVERSITY_UNIT, format_table, read_eval
 
     results = {}

@@ -51,7 +51,6 @@ from seqgan.training.mle import (
 )
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
 from seqgan.training.policy import (
-    BANNED_LOGIT,
     apply_baseline,
     entropy,
     kl_to_reference,
@@ -133,14 +132,12 @@ def g_step_loss(cfg: Config, gen: nn.Module, rollout: nn.Module, disc: nn.Module
             with torch.no_grad():
                 cost = F.softplus(-disc(src, src_mask, seqs, resp_mask).float())  # -log D(x, y), (B,)
             rewards = (-cost)[:, None].expand_as(logp) * mask  # every token gets the sequence's reward
-            adv, running = global_baseline(rewards, "moving_average" if a.baseline == "moving_average"
-                                           else a.baseline)
+            adv, running = global_baseline(rewards, a.baseline)
             penalty = policy_gradient_loss(logp, adv, mask) * row_scale
         else:  # gumbel: straight-through samples fed to D as distributions over the vocabulary
-            logits = gen(src, src_mask, torch.cat([torch.full_like(seqs[:, :1], BOS_ID), seqs[:, :-1]], 1))
-            logits = logits.index_fill(-1, banned, BANNED_LOGIT)  # the sampling policy's, as above
-            soft = straight_through_gumbel(logits / a.temperature, seqs, a.gumbel_tau,
-                                           noise=RowNoise.draw(g, row_ids))  # (B, T, V)
+            # the policy's log-probs above, as logits (a softmax's shift does not change it): no
+            # second forward pass, and pad and bos stay out as in the sampler
+            soft = straight_through_gumbel(logp_full, seqs, a.gumbel_tau, noise=RowNoise.draw(g, row_ids))  # (B, T, V)
             cost = F.softplus(-disc(src, src_mask, soft, resp_mask).float())
             penalty = cost.mean() * row_scale
         loss = real_pair_loss(gen, batch, world) + a.penalty_lambda * penalty
