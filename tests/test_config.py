@@ -160,3 +160,14 @@ def test_to_json_writes_null_for_non_finite_numbers():
     text = to_json(obj)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} written")) == {
         "a": None, "b": [1.5, None, [None, None]], "c": {"d": 2.0, "e": None, "f": 3}}
+
+
+def test_every_example_in_the_top_level_help_parses():
+    from seqgan.cli import EXAMPLES, build_parser
+
+    commands = [line.split("#")[0].split()[1:] for line in EXAMPLES.splitlines() if line.startswith("  seqgan ")]
+    assert len(commands) == 5
+    for argv in commands:
+        args = build_parser().parse_args(argv)
+        assert args.command == argv[0] and all("=" in o for o in args.overrides)
+    assert "examples:" in build_parser().format_help()

@@ -237,6 +237,7 @@ def test_chat_contexts_lowercase_each_turn_as_training_does(finished_run):
     from seqgan.chat import encode_context
     from seqgan.config import from_dict
     from seqgan.data.tokenizer import Tokenizer
+    from seqgan.errors import SeqGANError
 
     r = RunDir(finished_run)
     cfg = from_dict(r.read_config())
@@ -245,6 +246,32 @@ def test_chat_contexts_lowercase_each_turn_as_training_does(finished_run):
     ids = encode_context(tok, ["Hello THERE", "How are You"], cfg).tolist()
     assert ids == tok.encode("hello there <SEP> how are you")[-cfg.data.max_len:]  # the separator keeps its case
     assert ids != tok.encode("hello there <sep> how are you")[-cfg.data.max_len:]
+    # training cuts a dialogue at an empty utterance: the turns before one are not context
+    cut = encode_context(tok, ["Hello THERE", " ", "How are You"], cfg).tolist()
+    assert cut == tok.encode("how are you")[-cfg.data.max_len:]
+    with pytest.raises(SeqGANError, match="empty"):
+        encode_context(tok, ["Hello THERE", ""], cfg)  # nothing after the cut
+
+
+def test_chat_shows_an_empty_reply_and_starts_the_context_again(finished_run, monkeypatch):
+    from seqgan.artifacts import load_tokenizer
+    from seqgan.chat import Responder, chat_loop, encode_context
+    from seqgan.config import from_dict
+
+    contexts = []
+
+    def empty_first(self, turns, opts):
+        contexts.append(encode_context(self.tokenizer, turns, self.cfg).tolist())
+        return {"response": "" if len(contexts) == 1 else "fine"}
+
+    monkeypatch.setattr(Responder, "respond", empty_first)
+    r = RunDir(finished_run)
+    out = io.StringIO()
+    assert chat_loop(from_dict(r.read_config()), r, None, stdin=io.StringIO("hello\nhow are you\n"), stdout=out) == {
+        "turns": 2}
+    assert "bot> (an empty reply; the next turn starts a new context)" in out.getvalue()
+    cfg = from_dict(r.read_config())
+    assert contexts[1] == encode_context(load_tokenizer(r), ["how are you"], cfg).tolist()  # "hello" is cut
 
 
 def test_run_says_when_a_stage_predates_the_generator_it_started_from(finished_run, tmp_path, capsys):

@@ -41,10 +41,11 @@ def check_sample_options(opts: SampleConfig, longest: int) -> None:
 
 
 def encode_context(tokenizer, turns: list[str], cfg: Config) -> np.ndarray:
-    """The last data.context_turns turns joined as in training, cut to the most recent max_len tokens."""
+    """The last data.context_turns turns joined as in training, cut to the most recent max_len tokens.
+    Training cuts a dialogue at an empty utterance, so the context starts after the last empty turn."""
     # bytes that are not UTF-8 (a command-line argument keeps them as surrogates) become U+FFFD
-    turns = [" ".join(t.encode("utf-8", "surrogateescape").decode("utf-8", "replace").split())
-             for t in turns if t.strip()]
+    turns = [" ".join(t.encode("utf-8", "surrogateescape").decode("utf-8", "replace").split()) for t in turns]
+    turns = turns[max((i + 1 for i, t in enumerate(turns) if not t), default=0):]
     if not turns:
         raise SeqGANError("the context is empty: say something")
     if any(len(t) > MAX_INPUT_CHARS for t in turns):
@@ -165,7 +166,7 @@ def chat_loop(cfg: Config, run: RunDir, which: str | None, stdin=sys.stdin, stdo
             print(f"(error: {e})", file=stdout, flush=True)
             history.pop()
             continue
-        history.append(reply)
+        history.append(reply)  # an empty one starts the context again from the next turn, as in training
         turns += 1
-        print(f"bot> {reply}", file=stdout, flush=True)
+        print(f"bot> {reply or '(an empty reply; the next turn starts a new context)'}", file=stdout, flush=True)
     return {"turns": turns}

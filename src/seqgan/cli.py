@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,14 @@ HELP = {
     "plot": "PNG curves of a run's metrics",
 }
 
+EXAMPLES = """examples:
+  seqgan run                                         # the whole pipeline on chitchat (chitchat-cpu)
+  seqgan run --config tiny --run-dir runs/try        # the same in seconds, at a test-sized preset
+  seqgan run --run-dir runs/b adversarial.steps=200  # any config key as section.key=value
+  seqgan chat --run-dir runs/chitchat-cpu            # talk to a trained generator
+  seqgan oracle                                      # the synthetic benchmark (oracle-quick)
+
+'seqgan COMMAND --help' gives a command's options; a stopped run resumes with the same command."""
 
 # --------------------------------------------------------------------------- parsing
 
@@ -194,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=int, help="random seed (runtime.seed)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    p = _Parser(prog="seqgan", description="SeqGAN-family text GANs for dialogue response generation.")
+    p = _Parser(prog="seqgan", description="SeqGAN-family text GANs for dialogue response generation.",
+                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"seqgan {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -294,11 +304,30 @@ def make_context(args: argparse.Namespace) -> Ctx:
     if args.command in SINGLE_PROCESS_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SeqGANError(f"{args.command} runs in one process: start it without torchrun (torchrun runs "
                           "prepare, pretrain, generate, train, evaluate and run)")
+    _store_paths_absolute(cfg, stored)
     oracle = args.command == "oracle"
     run.check_config(cfg, C.ORACLE_FROZEN_SECTIONS if oracle else C.FROZEN_SECTIONS, preset=args.config)
     if args.command in ("prepare", "run", "oracle"):  # the commands that start a run: before the lock file
         run.check_new_run_allowed(oracle)
     return Ctx(cfg, run, args)
+
+
+def _store_paths_absolute(cfg: C.Config, stored: dict | None) -> None:
+    """A relative data.path or oracle.params names a file from the current directory; stored so,
+    a later command of the run from elsewhere (a resume) would not find it. A new value becomes
+    absolute; one equal to the stored value stays as it is (a run stored with a relative path
+    keeps it, and with it its prepared data's key)."""
+    for section, key in (("data", "path"), ("oracle", "params")):
+        part = getattr(cfg, section)
+        value = getattr(part, key)
+        if not value or value == ((stored or {}).get(section) or {}).get(key):
+            continue
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # an unknown ~user: reading the file says so in one line
+            continue
+        if not path.is_absolute():
+            setattr(cfg, section, replace(part, **{key: str(path.absolute())}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,9 @@ from support import (
     write_jsonl,
 )
 
+from seqgan import config as C
+from seqgan.data.corpora import _fingerprint as manifest_fingerprint
+from seqgan.data.prepare import _key
 from seqgan.rundir import RunDir
 
 
@@ -38,6 +41,38 @@ def test_prepare_jsonl_outputs_and_reuse(tmp_path, capsys):
     assert prepare(run, "data.corpus=jsonl", f"data.path={corpus}") == 0
     again = json.loads(capsys.readouterr().out)
     assert again["reused"] and again["pairs"] == out["pairs"]
+
+
+def test_a_relative_data_path_is_stored_absolute_so_the_run_goes_on_from_elsewhere(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_jsonl(tmp_path / "a" / "c.jsonl", dialogues(20, seed=3))
+    monkeypatch.chdir(tmp_path / "a")
+    assert prepare("r", "data.corpus=jsonl", "data.path=c.jsonl") == 0
+    assert RunDir(tmp_path / "a" / "r").read_config()["data"]["path"] == str(tmp_path / "a" / "c.jsonl")
+    assert prepare("r", "data.corpus=jsonl", "data.path=c.jsonl") == 0  # the same override: no conflict
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "b")  # from another directory, with the run's own config
+    assert run_cli("prepare", "--run-dir", tmp_path / "a" / "r", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reused"]
+
+
+def test_a_run_stored_with_a_relative_data_path_keeps_it(tmp_path, capsys, monkeypatch):
+    """Runs prepared before paths were stored absolute: the same override is the same config and key."""
+    write_jsonl(tmp_path / "c.jsonl", dialogues(20, seed=3))
+    monkeypatch.chdir(tmp_path)
+    assert prepare("r", "data.corpus=jsonl", "data.path=c.jsonl") == 0
+    capsys.readouterr()
+    run = RunDir(tmp_path / "r")
+    stored = run.read_config()
+    stored["data"]["path"] = "c.jsonl"  # as such a run has it (its data key: the path as given)
+    run.write_config(C.from_dict(stored))
+    manifest = json.loads((tmp_path / "r" / "data" / "manifest.json").read_text())
+    manifest["key"] = _key(C.from_dict(stored), manifest_fingerprint(tmp_path / "c.jsonl"), manifest["data_seed"])
+    (tmp_path / "r" / "data" / "manifest.json").write_text(json.dumps(manifest))
+    assert prepare("r", "data.corpus=jsonl", "data.path=c.jsonl") == 0
+    assert json.loads(capsys.readouterr().out)["reused"]
+    assert run.read_config()["data"]["path"] == "c.jsonl"
 
 
 def test_prepare_dailydialog_folder_keeps_official_split(tmp_path, capsys):

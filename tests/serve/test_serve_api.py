@@ -107,6 +107,7 @@ BAD_JSON = [  # (body, words of the error)
     ({"context": ["hi"], "strategy": "nucleus"}, "strategy"),
     ({"context": []}, "context"),
     ({"context": ["", "   "]}, "empty"),
+    ({"context": ["hi", ""]}, "empty"),  # an empty turn cuts the context there, as in training
     ({"context": ["\x01\x02"]}, "empty"),
     ({"context": ["hi"] * 33}, "at most 32 turns"),
     ({"context": ["x" * 3000, "y" * 1001]}, "at most 4000 characters"),
