@@ -139,6 +139,7 @@ def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
     assert "(error: a turn is longer than 4000 characters)" in text
     # out-of-range values are refused with a line, and the options stay as they were
     assert text.count("(not set: ") == 3 and "max_len must be 1 to" in text and "temperature must be" in text
+    assert "(temperature = 0.5)" in text  # a value set is confirmed
     # the history grows by the reply and the next turn, /reset empties it, /set applies at once
     assert calls == [(1, cfg.sample.temperature), (3, 0.5), (1, 0.5)]
 

@@ -152,6 +152,7 @@ def chat_loop(cfg: Config, run: RunDir, which: str | None, stdin=sys.stdin, stdo
                 print(f"(not set: {e})", file=stdout, flush=True)
                 continue
             opts = new
+            print(f"({key} = {getattr(opts, key)})", file=stdout, flush=True)
             continue
         if line.startswith("/"):
             print(HELP, file=stdout, flush=True)
