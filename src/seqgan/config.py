@@ -412,6 +412,17 @@ def load_config(name_or_path: str = "chitchat-cpu", overrides: list[str] | None 
     return from_dict(apply_overrides(data, list(overrides or [])))
 
 
+def check_discriminator_reads_context(cfg: Config) -> None:
+    """The dialogue discriminator must read what `conditional` says. Checked where its training
+    is still to come (prepare of a new run, `run`, discriminator pretraining), not in `validate`:
+    a run made with it before stays readable (evaluate, chat, export)."""
+    if cfg.model.discriminator.arch == "cnn" and cfg.model.discriminator.conditional:
+        raise ConfigError("model.discriminator.arch=cnn reads no context (it is the SeqGAN paper's, for the oracle "
+                          "experiment): set model.discriminator.conditional=false to judge responses alone, or use "
+                          "arch=transformer (in a new --run-dir once the data are prepared: the model section is "
+                          "frozen)")
+
+
 def validate(cfg: Config) -> None:
     """Value checks beyond types; each error names the key."""
     flat = flatten(to_dict(cfg))

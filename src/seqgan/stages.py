@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seqgan import artifacts
-from seqgan.config import Config
+from seqgan.config import Config, check_discriminator_reads_context
 from seqgan.data.dataset import PairDataset
 from seqgan.errors import CheckpointError, ConfigError, SeqGANError
 from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, main_process
@@ -179,6 +179,8 @@ def run_all(cfg: Config, run: RunDir) -> dict:
 
     results: dict = {}
     t0 = time.monotonic()
+    if not run.checkpoint("discriminator", "last").exists():  # before hours of generator pretraining
+        check_discriminator_reads_context(cfg)
     say(f"[1/6] prepare -> {run.root}")
     world, _ = distributed.init(cfg.runtime.device)  # under torchrun, rank 0 alone prepares; the others wait
     if world.main:

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from support import dialogues, one_line, run_cli, write_jsonl
 
 from seqgan.config import from_dict, load_config
 from seqgan.data.tokenizer import Tokenizer
@@ -91,3 +92,15 @@ def test_a_cnn_discriminator_that_should_read_the_context_is_refused_before_trai
     cfg = from_dict(stored)  # loads: evaluate, chat and export of such a run go on
     with pytest.raises(ConfigError, match="reads no context"):
         pretrain_discriminator(cfg, RunDir(tiny_run), torch.device("cpu"), None, None)
+
+
+@pytest.mark.parametrize("command", ["run", "prepare"])
+def test_a_cnn_discriminator_with_context_is_refused_before_the_generator_trains(tmp_path, capsys, command):
+    """Not after the generator's pretraining, in a run whose frozen model section cannot change."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20))
+    run = tmp_path / "r"
+    args = ["--config", "tiny", "--run-dir", run, "data.corpus=jsonl", f"data.path={corpus}"]
+    assert run_cli(command, *args, "model.discriminator.arch=cnn") == 2
+    assert "reads no context" in one_line(capsys.readouterr().err)
+    assert not run.exists()  # nothing prepared, nothing frozen
+    assert run_cli("prepare", *args, "model.discriminator.arch=cnn", "model.discriminator.conditional=false") == 0

@@ -72,6 +72,16 @@ def test_too_many_nonfinite_steps_in_a_row_stop_and_keep_the_good_checkpoint(tin
     assert len(err) == 1 and "non-finite generator MLE steps in a row" in err[0]
 
 
+def test_a_learning_rate_that_blows_the_weights_up_stops_with_exit_1_and_saves_nothing(tiny_run, tmp_path, capsys):
+    """Finite gradients, weights no longer finite after the step: no step is skipped, so the
+    stage used to end with exit 0 and non-finite weights in its checkpoints."""
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.lr=1e308", "pretrain.epochs=1") == 1
+    err = one_line(capsys.readouterr().err)
+    assert "the generator MLE diverged: its weights are no longer finite" in err and "pretrain.lr" in err
+    assert not run.checkpoint("generator", "last").exists() and not run.checkpoint("generator", "best").exists()
+
+
 def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survives_a_resume(tiny_run, tmp_path,
                                                                                          monkeypatch, capsys):
     run = _copy(tiny_run, tmp_path / "r")

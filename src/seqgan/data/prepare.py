@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from seqgan.config import Config, to_dict
+from seqgan.config import Config, check_discriminator_reads_context, to_dict
 from seqgan.data.corpora import read_corpus
 from seqgan.data.dataset import encode_pairs, save_pairs
 from seqgan.data.pairs import SPLITS, build_splits
@@ -45,6 +45,8 @@ def _key(cfg: Config, fingerprint: str, seed: int) -> str:
 def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
     """Prepare the run's data; returns dialogues, pairs per split, vocab size and skip counts."""
     run.check_new_run_allowed()
+    if run.read_config() is None:  # the model section is frozen from here on
+        check_discriminator_reads_context(cfg)
     run.check_config(cfg)
     existed = run.root.exists() and any(p.name != ".lock" for p in run.root.iterdir())
     t0 = time.monotonic()

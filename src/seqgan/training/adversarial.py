@@ -49,7 +49,13 @@ from seqgan.training.mle import (
     to_device,
     validation_nll,
 )
-from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
+from seqgan.training.optim import (
+    NonfiniteGuard,
+    Stepper,
+    adam,
+    check_finite_weights,
+    load_optimizer_state,
+)
 from seqgan.training.policy import (
     apply_baseline,
     entropy,
@@ -249,6 +255,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             return {"stage": "adversarial", **state, "already_complete": True}
 
     def save(path) -> None:
+        check_finite_weights(gen, "adversarial generator", "adversarial.lr")  # a checkpoint holds weights a resume can use
         state.update(guard.counts(), **d_guard.counts("d_"), seconds=round(seconds_before + time.monotonic() - started, 3))
         extra = {"reference": ref.state_dict()} if ref is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
@@ -264,9 +271,9 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     objective = world.wrap(GeneratorObjective(gen))  # DDP in a distributed run
     d_ddp = world.wrap(disc)
     guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial generator", str(last_path), state["skipped"],
-                           state["nonfinite"])
+                           state["nonfinite"], gen, "adversarial.lr")
     d_guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "adversarial discriminator", str(last_path),
-                             state["d_skipped"], state["d_nonfinite"])
+                             state["d_skipped"], state["d_nonfinite"], disc, "discriminator.lr")
     started = last_save = time.monotonic()
     seconds_before = state.get("seconds", 0.0)  # the stage's time in earlier runs
     bar = tqdm(total=a.steps, initial=state["step"], desc=f"adversarial ({a.objective})", unit="step",
@@ -322,6 +329,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         if over_time:
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
+            check_finite_weights(gen, "adversarial generator", "adversarial.lr")
             v = validate(cfg, gen, disc, valid, vidx, None, device)
             run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
             if world.main:

@@ -19,9 +19,14 @@ from torch import nn
 from tqdm import tqdm
 
 from seqgan import distributed
-from seqgan.config import Config, DiscriminatorTrainConfig, RuntimeConfig, to_dict
+from seqgan.config import (
+    Config,
+    DiscriminatorTrainConfig,
+    RuntimeConfig,
+    check_discriminator_reads_context,
+    to_dict,
+)
 from seqgan.data.dataset import PairDataset
-from seqgan.errors import ConfigError
 from seqgan.metrics.classifier import roc_auc
 from seqgan.models import build_discriminator, copy_token_embeddings
 from seqgan.rundir import RunDir
@@ -255,11 +260,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     """Rounds of (fresh negatives from `gen`, k epochs); resumes where it was saved, inside a round
     too (its negatives are drawn again from the same random state, then its batches go on)."""
     dc = cfg.discriminator
-    if cfg.model.discriminator.arch == "cnn" and cfg.model.discriminator.conditional:  # checked here, not in
-        # the config: a run made with it before stays readable (evaluate, chat, export)
-        raise ConfigError("model.discriminator.arch=cnn reads no context (it is the SeqGAN paper's, for the oracle "
-                          "experiment): set model.discriminator.conditional=false to judge responses alone, or use "
-                          "arch=transformer (in a new --run-dir: the model section is frozen)")
+    check_discriminator_reads_context(cfg)
     train = PairDataset.load(run.split_path("train"))
     valid = PairDataset.load(run.split_path("valid"))
     disc = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size)).to(device)
@@ -306,7 +307,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     result = {}
     ddp = distributed.current().wrap(disc)
     guard = NonfiniteGuard(cfg.runtime.max_nonfinite, "discriminator", str(last_path), state["skipped"],
-                           state["nonfinite"])
+                           state["nonfinite"], disc, "discriminator.lr")
     while state["round"] < dc.rounds:
         started = time.monotonic()
         inside = state.get("in_round")  # saved mid-round: where it stood, and the sampler's state at its start

@@ -133,14 +133,24 @@ class Stepper:
             self.scaler.load_state_dict(state["scaler"])
 
 
+def check_finite_weights(model: nn.Module, what: str, setting: str) -> None:
+    """A step whose gradients were finite can still leave weights that are not (a learning rate far
+    too large): stop there, before a validation or a checkpoint reads them."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise FloatingPointError(f"the {what} diverged: its weights are no longer finite (nothing saved from "
+                                 f"this point); lower {setting} and start it again in a new --run-dir")
+
+
 class NonfiniteGuard:
     """Counts the steps a Stepper skipped; `limit` of them in a row raise FloatingPointError
     (`N non-finite WHAT steps in a row; last good checkpoint kept at PATH`). A resumed stage passes
     the counts its checkpoint kept (see `counts`)."""
 
-    def __init__(self, limit: int, what: str, checkpoint: str = "", skipped: int = 0, in_a_row: int = 0):
+    def __init__(self, limit: int, what: str, checkpoint: str = "", skipped: int = 0, in_a_row: int = 0,
+                 model: nn.Module | None = None, setting: str = ""):
         self.limit, self.what, self.checkpoint = limit, what, checkpoint
         self.skipped, self.in_a_row = skipped, in_a_row
+        self.model, self.setting = model, setting  # a skipped step checks the weights: every later one would fail
 
     def counts(self, prefix: str = "") -> dict:
         """The counts as a stage's checkpoint state keeps them (`prefix` tells two guards apart)."""
@@ -152,6 +162,8 @@ class NonfiniteGuard:
             self.in_a_row = 0
             return True
         self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        if self.model is not None:
+            check_finite_weights(self.model, self.what, self.setting)
         if self.in_a_row >= self.limit:
             where = f" at {self.checkpoint}" if self.checkpoint else ""
             raise FloatingPointError(f"{self.in_a_row} non-finite {self.what} steps in a row; last good "
