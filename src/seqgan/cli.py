@@ -7,6 +7,7 @@ number of dotted overrides `section.key=value`. Exit codes: 0 ok, 2 bad input, 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -26,7 +27,8 @@ ORACLE_PRESET = "oracle-quick"  # `seqgan oracle`'s default: chitchat-cpu has no
 # commands that a torchrun world would run once per rank, each rank doing all of it (serve binding one
 # port twice, the oracle training N different models): refused under torchrun
 SINGLE_PROCESS_COMMANDS = ("oracle", "chat", "respond", "serve", "compare", "export", "plot")
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                  errno.EEXIST, errno.EPIPE}  # EEXIST: a file where the run keeps a folder; EPIPE: stdout's reader gone
 
 
 class Ctx:
@@ -361,6 +363,8 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # disk full, read-only, no permission
             where = f": {e.filename}" if e.filename else ""
+            if not e.filename:  # stdout (compare's markdown): nothing more goes to it
+                _drop_stdout()
             print(f"seqgan {args.command}: error: cannot write{where}: {e.strerror}; files already in the run "
                   "directory are intact", file=sys.stderr)
             return 2
@@ -368,10 +372,22 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C outside a stage's handler (130), or a second signal in it
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    if args.json and main_process():
-        sys.stdout.write(to_json(result) + "\n")
-    sys.stdout.flush()
+    try:
+        if args.json and main_process():
+            sys.stdout.write(to_json(result) + "\n")
+        sys.stdout.flush()
+    except OSError as e:  # stdout full, or its reader gone: the command itself is done
+        _drop_stdout()
+        print(f"seqgan {args.command}: error: cannot write the output: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _drop_stdout() -> None:
+    """stdout failed (full, or its reader gone): point it at /dev/null, so that Python's flush at
+    exit does not print a traceback of its own."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

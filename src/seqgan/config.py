@@ -351,6 +351,8 @@ def read_yaml(path: Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"config {path}: {str(e).splitlines()[0]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -386,7 +388,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     value = _Override(raw.strip())
     try:
         value.parsed = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # kept as text: the key's type check says what is wrong
         value.parsed = raw
     return key, value
 

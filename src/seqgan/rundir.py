@@ -238,11 +238,12 @@ class RunDir:
         if not self.metrics_path.exists():
             return []
         out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        # bytes that are not UTF-8 (a crash mid-write, a disk error) spoil their line only
+        for line in self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+            except (ValueError, RecursionError):
+                continue  # a line cut short by a crash, or not one this tool writes
             if not isinstance(rec, dict):
                 continue  # not a record this tool writes
             if stage is None or rec.get("stage") == stage:

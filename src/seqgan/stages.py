@@ -16,7 +16,7 @@ import torch
 from seqgan import artifacts
 from seqgan.config import Config, check_discriminator_reads_context
 from seqgan.data.dataset import PairDataset
-from seqgan.errors import CheckpointError, ConfigError, SeqGANError
+from seqgan.errors import SeqGANError
 from seqgan.rundir import RunDir, atomic_write_bytes, atomic_write_text, main_process
 from seqgan.runtime import setup
 from seqgan.training.generate import contexts_of, generate_responses
@@ -42,16 +42,23 @@ def _begin(cfg: Config, run: RunDir) -> tuple[torch.device, object]:
 
 @contextlib.contextmanager
 def _recorded(cfg: Config, run: RunDir):
-    """config.yaml records the stage's config; a stage that refuses to resume under it (a
-    ConfigError or CheckpointError, raised before its first step) puts the previous one back."""
+    """config.yaml records the config the run's checkpoints were trained under: a stage that
+    stops before it wrote any (a refused resume, bad data, a signal before the first save) puts
+    the previous config back."""
     before = run.config_path.read_bytes() if main_process() and run.config_path.exists() else None
+    saved = _checkpoint_files(run)
     run.write_config(cfg)
     try:
         yield
-    except (ConfigError, CheckpointError):
-        if before is not None:
+    except BaseException:
+        if before is not None and _checkpoint_files(run) == saved:
             atomic_write_bytes(run.config_path, before)
         raise
+
+
+def _checkpoint_files(run: RunDir) -> dict[str, tuple[int, int]]:
+    folder = run.root / "checkpoints"
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*/*.pt")} if folder.is_dir() else {}
 
 
 def pretrain_generator(cfg: Config, run: RunDir) -> dict:

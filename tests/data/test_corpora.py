@@ -69,6 +69,14 @@ def test_dailydialog_official_splits_still_zipped(tmp_path):
     (root / "train" / "dialogues_train.txt").unlink()
     with pytest.raises(DataError, match="train.zip is not a valid zip archive"):
         read_dailydialog(root)
+    # a readable archive whose member lost bytes in the middle (a download cut and resumed badly)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train/dialogues_train.txt", "".join(" __eou__ ".join(x) + " __eou__\n" for x in d[:8]) * 50)
+    data = buf.getvalue()
+    (root / "train.zip").write_bytes(data[: len(data) // 2 - 25] + data[len(data) // 2 + 25:])
+    with pytest.raises(DataError, match="train.zip is (damaged|not a valid zip archive)"):
+        read_dailydialog(root)
 
 
 def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):
@@ -79,12 +87,14 @@ def test_jsonl_both_shapes_and_counted_bad_lines(tmp_path, capsys):
         json.dumps({"context": "q", "response": "r"}),
         "{not json",
         json.dumps({"dialogue": [1, 2]}),
+        '{"dialogue": ["\\ud800 a lone surrogate", "x"]}',  # valid JSON, but no text: the tokenizer refused it
+        '{"context": "\\ud83d\\ude00", "response": "a pair of them is one character"}',
     ]) + "\n")
     c = read_jsonl(p)
-    assert c.dialogues == [["a b", "c d", "e f"], ["x", "y", "z"], ["q", "r"]]
-    assert c.pair_records == [False, True, True]  # a context/response record is one pair
-    assert c.skipped["bad_lines"] == 2
-    assert "skipped 2 malformed" in capsys.readouterr().err
+    assert c.dialogues == [["a b", "c d", "e f"], ["x", "y", "z"], ["q", "r"], ["\U0001F600", "a pair of them is one character"]]
+    assert c.pair_records == [False, True, True, True]  # a context/response record is one pair
+    assert c.skipped["bad_lines"] == 3
+    assert "skipped 3 malformed" in capsys.readouterr().err
 
 
 def test_records_split_at_newlines_only_and_odd_json_is_a_bad_line(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Non-finite steps, a full or unwritable disk, stale temp files, hostile CLI input, safetensors export."""
 
 import errno
+import io
 import json
 import os
 import random
@@ -80,6 +81,26 @@ def test_a_learning_rate_that_blows_the_weights_up_stops_with_exit_1_and_saves_n
     err = one_line(capsys.readouterr().err)
     assert "the generator MLE diverged: its weights are no longer finite" in err and "pretrain.lr" in err
     assert not run.checkpoint("generator", "last").exists() and not run.checkpoint("generator", "best").exists()
+
+
+def test_a_full_stdout_or_a_file_where_the_run_keeps_a_folder_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    run = _copy(tiny_run, tmp_path / "r")
+    for step in (1, 2):
+        run.log("pretrain_generator", step=step, epoch=0, loss=5.0 - step, lr=1e-3, tokens_per_s=100.0)
+    (run.root / "plots").write_text("not a folder")
+    assert run_cli("plot", "--run-dir", run.root) == 2
+    assert "cannot write" in one_line(capsys.readouterr().err)
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    (run.root / "plots").unlink()
+    monkeypatch.setattr("sys.stdout", Full())
+    assert run_cli("plot", "--run-dir", run.root, "--json") == 2  # the plots are drawn; their list cannot be printed
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "seqgan plot: error: cannot write the output: No space left on device"
+    assert not any("Traceback" in line for line in err)
 
 
 def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survives_a_resume(tiny_run, tmp_path,
@@ -410,6 +431,19 @@ def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
         f.write('{"stage": "stage", "b"')  # a crash in the middle of a write
     run.log("stage", c=3)
     assert [r.get("a", r.get("c")) for r in run.read_metrics()] == [1, 3]
+    with open(run.metrics_path, "ab") as f:  # bytes that are not UTF-8, then a number Python will not convert
+        f.write(b'\xff\xfe{"stage": "stage"}\n{"stage": "stage", "d": ' + b"9" * 5000 + b"}\n")
+    run.log("stage", e=5)
+    assert [r.get("a", r.get("c", r.get("e"))) for r in run.read_metrics()] == [1, 3, 5]
+
+
+def test_a_number_too_long_for_python_in_a_config_is_one_line(tmp_path, capsys):
+    huge = "9" * 5000
+    assert run_cli("prepare", "--config", "tiny", "--run-dir", tmp_path / "r", f"pretrain.epochs={huge}") == 2
+    assert "pretrain.epochs: expected an integer" in one_line(capsys.readouterr().err)
+    (tmp_path / "c.yaml").write_text(f"name: c\npretrain:\n  epochs: {huge}\n")
+    assert run_cli("prepare", "--config", tmp_path / "c.yaml", "--run-dir", tmp_path / "r") == 2
+    assert "c.yaml" in one_line(capsys.readouterr().err) and not (tmp_path / "r").exists()
 
 
 def test_prepare_again_refuses_to_replace_data_under_checkpoints(tmp_path, capsys):

@@ -176,6 +176,21 @@ def test_discriminator_resumes_inside_a_round_to_the_uninterrupted_weights(tiny_
     assert resumed["valid"] == full["valid"]
 
 
+def test_a_stage_that_stops_before_its_first_checkpoint_leaves_config_yaml_as_it_was(tiny_run, tmp_path, capsys):
+    """config.yaml says what the checkpoints were trained under; a stage that wrote none changes
+    nothing (it recorded a refused command's overrides, e.g. after bad data)."""
+    from support import one_line
+
+    run = _copy(tiny_run, tmp_path / "r")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
+    recorded, last = run.config_path.read_bytes(), run.checkpoint("generator", "last").read_bytes()
+    capsys.readouterr()
+    run.split_path("valid").write_bytes(b"not an npz")
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=4", "pretrain.lr=0.5") == 2
+    assert "valid.npz" in one_line(capsys.readouterr().err)
+    assert run.config_path.read_bytes() == recorded and run.checkpoint("generator", "last").read_bytes() == last
+
+
 def test_a_resume_mid_epoch_refuses_another_batching(tiny_run, tmp_path, capsys):
     from support import one_line
 

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,8 @@ def _zipped_split(z: Path, split: str) -> str:
             return _decode(zf.read(member), z / member)
     except zipfile.BadZipFile:
         raise DataError(f"{z} is not a valid zip archive") from None
+    except (OSError, EOFError, zlib.error) as e:  # a member cut short or damaged inside a readable archive
+        raise DataError(f"{z} is damaged ({name} cannot be read: {e}); download it again") from None
 
 
 def _has_splits(path: Path) -> bool:
@@ -194,10 +197,13 @@ def read_dailydialog(path: Path) -> Corpus:
 # ----------------------------------------------------------------------------- jsonl / tsv
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON may escape one ("\\ud800"); no UTF-8 text holds it
+
+
 def _turns(value, key: str) -> list[str] | None:
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) and not LONE_SURROGATE.search(v) for v in value):
         return list(value)
     return None
 
