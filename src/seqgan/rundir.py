@@ -100,9 +100,14 @@ class RunDir:
     def read_manifest(self) -> dict | None:
         """data/manifest.json (what `seqgan prepare` built, with the tokenizer's hash), or None."""
         try:
-            return json.loads((self.data_dir / "manifest.json").read_text())
-        except (OSError, ValueError):
+            manifest = json.loads((self.data_dir / "manifest.json").read_text())
+        except (OSError, ValueError, RecursionError):
             return None
+        shape = {"key": str, "tokenizer_hash": str, "summary": dict}  # as prepare writes it
+        if not isinstance(manifest, dict) or any(not isinstance(manifest.get(k), t) for k, t in shape.items()) \
+                or not isinstance(manifest.get("data_seed", 0), int):
+            return None  # damaged: the run reads as not prepared
+        return manifest
 
     def checkpoint(self, stage: str, which: str = "last") -> Path:
         """stage: generator | discriminator | adversarial; which: last | best."""
@@ -128,7 +133,11 @@ class RunDir:
     def read_config(self) -> dict | None:
         if not self.config_path.exists():
             return None
-        return C.read_yaml(self.config_path)
+        stored = C.read_yaml(self.config_path)
+        if not stored:
+            raise ConfigError(f"{self.config_path} is empty (a run directory's config.yaml holds its whole config): "
+                              "put it back, or use another --run-dir")
+        return stored
 
     def write_config(self, cfg: C.Config) -> None:
         if not main_process():

@@ -73,6 +73,15 @@ def test_missing_or_incomplete_oracle_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "bad.npz", embedding=np.zeros((3, 2)))
     with pytest.raises(SeqGANError, match="lacks the oracle array"):
         load_oracle_params(tmp_path / "bad.npz")
+    a = {"embedding": np.zeros((50, 6)), "W_out": np.zeros((5, 50)), "b_out": np.zeros(50)}
+    for gate in ("i", "f", "o_gate", "c"):
+        a |= {f"W{gate}": np.zeros((6, 5)), f"U{gate}": np.zeros((5, 5)), f"b{gate}": np.zeros(5)}
+    np.savez(tmp_path / "shape.npz", **{**a, "Wf": np.zeros((5, 6))})  # one array transposed
+    with pytest.raises(SeqGANError, match=r"Wf \(5, 6\) \(expected \(6, 5\)\)"):
+        load_oracle_params(tmp_path / "shape.npz")
+    np.savez(tmp_path / "flat.npz", **{**a, "embedding": np.zeros(300)})
+    with pytest.raises(SeqGANError, match="must be matrices"):
+        load_oracle_params(tmp_path / "flat.npz")
 
 
 def test_lstm_mle_learns_a_deterministic_corpus():

@@ -460,6 +460,16 @@ def test_prepare_again_refuses_to_replace_data_under_checkpoints(tmp_path, capsy
     assert run_cli("prepare", "--run-dir", run.root) == 2
     assert "has checkpoints trained on its prepared data" in one_line(capsys.readouterr().err)
     assert run.spm_model.read_bytes() == before and run.checkpoint("generator", "last").exists()
+    write_jsonl(corpus, dialogues(60, seed=3))  # the corpus as it was, and a manifest of another shape
+    manifest = run.data_dir / "manifest.json"
+    for damaged in ("[1, 2]", '{"key": 5, "tokenizer_hash": [1], "data_seed": "x", "summary": 3}'):
+        manifest.write_text(damaged)
+        assert run_cli("prepare", "--run-dir", run.root) == 2  # not read as "not prepared" and replaced
+        assert "data/manifest.json is missing or damaged" in one_line(capsys.readouterr().err)
+        assert run_cli("respond", "--run-dir", run.root, "hi") == 0  # the data's own check has nothing to read
+    run.config_path.write_text("")
+    assert run_cli("respond", "--run-dir", run.root, "hi") == 2
+    assert "config.yaml is empty" in one_line(capsys.readouterr().err)
 
 
 def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tmp_path, capsys):

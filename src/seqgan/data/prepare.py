@@ -60,10 +60,13 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
             run.write_config(cfg)
             return {**old["summary"], "reused": True}
-        if old is not None and not force and any((run.root / "checkpoints").glob("*/*.pt")):
+        damaged = old is None and run.data_dir.exists()  # data whose manifest is missing or damaged
+        if (old is not None or damaged) and not force and any((run.root / "checkpoints").glob("*/*.pt")):
+            why = "its data/manifest.json is missing or damaged" if damaged else \
+                "the corpus, its settings or its seed changed"
             raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
-                            "again (the corpus, its settings or its seed changed) would leave them unusable: "
-                            "use another --run-dir, or `seqgan prepare --force` to replace the data anyway")
+                            f"again ({why}) would leave them unusable: use another --run-dir, or `seqgan prepare "
+                            "--force` to replace the data anyway")
         pairs, skipped, used = build_splits(corpus, cfg.data, seed)
         tmp = run.root / ".prepare.partial"
         shutil.rmtree(tmp, ignore_errors=True)

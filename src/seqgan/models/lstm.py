@@ -91,8 +91,18 @@ def load_oracle_params(path: str | Path) -> LSTMGenerator:
         raise SeqGANError(f"{path} lacks the oracle array {e}") from None
     except (OSError, ValueError) as e:
         raise SeqGANError(f"{path} is not a readable .npz file: {e}") from None
+    if a["embedding"].dim() != 2 or a["Ui"].dim() != 2:
+        raise SeqGANError(f"{path}: embedding and Ui must be matrices, got shapes {tuple(a['embedding'].shape)} "
+                          f"and {tuple(a['Ui'].shape)}")
     V, E = a["embedding"].shape
     H = a["Ui"].shape[0]
+    want = {"embedding": (V, E), "W_out": (H, V), "b_out": (V,)}
+    for gate in ("i", "f", "c", "o_gate"):
+        want |= {f"W{gate}": (E, H), f"U{gate}": (H, H), f"b{gate}": (H,)}
+    wrong = [f"{k} {tuple(a[k].shape)} (expected {shape})" for k, shape in want.items() if tuple(a[k].shape) != shape]
+    if wrong:
+        raise SeqGANError(f"{path}: arrays of other shapes than one oracle's (vocabulary {V}, embedding {E}, "
+                          f"hidden {H}): {', '.join(wrong[:3])}")
     model = LSTMGenerator(GeneratorConfig(arch="lstm", conditional=False, vocab_size=V, embed_dim=E, hidden_dim=H,
                                           dropout=0.0))
     with torch.no_grad():
