@@ -270,6 +270,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [a for a in extra if a.startswith("-") or "=" not in a]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    for option in ("config", "run_dir", "split", "out", "checkpoint"):  # '' would read as the option left out
+        if getattr(args, option, None) == "":
+            parser.error(f"--{option.replace('_', '-')} is empty")
     args.overrides = list(args.overrides) + extra
     if getattr(args, "compare", None):
         settings = [a for a in args.compare if OVERRIDE.match(a)] + args.overrides

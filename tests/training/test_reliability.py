@@ -472,6 +472,28 @@ def test_prepare_again_refuses_to_replace_data_under_checkpoints(tmp_path, capsy
     assert "config.yaml is empty" in one_line(capsys.readouterr().err)
 
 
+def test_prepare_does_not_call_a_damaged_tokenizer_up_to_date(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(40, seed=3))
+    run = RunDir(tmp_path / "r")
+    args = ["prepare", "--config", "tiny", "--run-dir", run.root, "data.corpus=jsonl", f"data.path={corpus}"]
+    assert run_cli(*args) == 0
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
+    good = run.spm_model.read_bytes()
+    run.spm_model.write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    assert run_cli("prepare", "--run-dir", run.root) == 2
+    assert "spm.model or a data split is missing or not the one prepared" in one_line(capsys.readouterr().err)
+    assert run_cli("prepare", "--run-dir", run.root, "--force") == 0
+    assert run.spm_model.read_bytes() == good  # made again, byte for byte: the checkpoints still fit
+    assert run_cli("respond", "--run-dir", run.root, "hi") == 0
+
+
+@pytest.mark.parametrize("option", ["--config", "--run-dir", "--split"])
+def test_an_empty_option_value_is_refused_not_taken_as_the_default(option, capsys):
+    assert run_cli("generate", option, "") == 2
+    assert f"{option} is empty" in one_line(capsys.readouterr().err)
+
+
 def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tmp_path, capsys):
     import json
 

@@ -55,13 +55,17 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
         old = run.read_manifest()
         seed = data_seed(cfg, old)
         key = _key(cfg, corpus.fingerprint, seed)
-        if not force and old is not None and old.get("key") == key and run.spm_model.exists() and \
-                all(run.split_path(s).exists() for s in SPLITS):
+        if not force and old is not None and old.get("key") == key and _tokenizer_hash(run) == old["tokenizer_hash"] \
+                and all(run.split_path(s).exists() for s in SPLITS):
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
             run.write_config(cfg)
             return {**old["summary"], "reused": True}
         damaged = old is None and run.data_dir.exists()  # data whose manifest is missing or damaged
         if (old is not None or damaged) and not force and any((run.root / "checkpoints").glob("*/*.pt")):
+            if not damaged and old.get("key") == key:
+                raise DataError(f"{run.root}: tokenizer/spm.model or a data split is missing or not the one "
+                                "prepared; `seqgan prepare --force` makes them again (the same corpus and settings "
+                                "give the same bytes, which the checkpoints are checked against)")
             why = "its data/manifest.json is missing or damaged" if damaged else \
                 "the corpus, its settings or its seed changed"
             raise DataError(f"{run.root} has checkpoints trained on its prepared data and tokenizer; preparing "
@@ -102,6 +106,14 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
           f"train / valid / test pairs, vocabulary {tokenizer.vocab_size:,}, skipped {skipped} "
           f"({seconds:.1f} s) -> {run.root}", file=sys.stderr)
     return {**summary, "reused": False}
+
+
+def _tokenizer_hash(run: RunDir) -> str | None:
+    """The hash of tokenizer/spm.model as `Tokenizer` computes it; None without the file."""
+    try:
+        return hashlib.sha256(run.spm_model.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def prepared(run: RunDir) -> bool:
