@@ -559,6 +559,15 @@ def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
     test.write_bytes(test.read_bytes()[: test.stat().st_size // 2])  # a split cut short
     assert run_cli("evaluate", "--run-dir", run.root) == 2
     assert "is not a prepared split" in one_line(capsys.readouterr().err)
+    with np.load(run.split_path("valid")) as z:  # a readable archive whose arrays do not make a split
+        arrays = dict(z)
+    for name, value, says in (("response_offsets", arrays["response_offsets"][:-1], "offsets"),
+                              ("response_ids", arrays["response_ids"].reshape(1, -1), "not a vector"),
+                              ("dialogue_ids", arrays["dialogue_ids"][:0], "differ in number")):
+        np.savez(test, **{**arrays, name: value})
+        assert run_cli("evaluate", "--run-dir", run.root) == 2
+        err = one_line(capsys.readouterr().err)
+        assert "is not a prepared split (" in err and says in err, name
     assert run_cli("prepare", "--config", "tiny", "--run-dir", tmp_path / "n", "data.corpus=jsonl",
                    "data.path=~no_such_user_here/c.jsonl") == 2
     assert "data.path=~no_such_user_here/c.jsonl" in one_line(capsys.readouterr().err)

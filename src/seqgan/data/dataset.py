@@ -40,6 +40,24 @@ def save_pairs(path: Path, contexts: list[list[int]], responses: list[list[int]]
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_split(c_ids, c_off, r_ids, r_off, dialogue_ids, texts) -> None:
+    """What a training loop assumes of a split, raised as ValueError (the file is not one prepare wrote)."""
+    for name, a in (("context_ids", c_ids), ("context_offsets", c_off), ("response_ids", r_ids),
+                    ("response_offsets", r_off), ("dialogue_ids", dialogue_ids)):
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ValueError(f"{name} is not a vector of integers")
+    for ids, off in ((c_ids, c_off), (r_ids, r_off)):
+        if len(off) < 2 or off[0] != 0 or off[-1] != len(ids) or (np.diff(off) < 0).any():
+            raise ValueError("its offsets do not cut its token ids into pairs")
+        if len(ids) and ids.min() < 0:
+            raise ValueError("a token id is negative")
+    n = len(c_off) - 1
+    if len(r_off) - 1 != n or len(dialogue_ids) != n:
+        raise ValueError("its contexts, responses and dialogue ids differ in number")
+    if not isinstance(texts, dict) or any(len(texts.get(k) or ()) != n for k in ("contexts", "responses")):
+        raise ValueError("its texts do not match its pairs")
+
+
 class PairDataset:
     """Encoded (context, response) pairs of one split."""
 
@@ -57,9 +75,11 @@ class PairDataset:
         try:
             with np.load(path, allow_pickle=False) as z:
                 texts = json.loads(z["texts"].tobytes().decode())
-                return cls(z["context_ids"], z["context_offsets"], z["response_ids"], z["response_offsets"],
-                           z["dialogue_ids"], texts)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+                arrays = [z[k] for k in ("context_ids", "context_offsets", "response_ids", "response_offsets",
+                                         "dialogue_ids")]
+            _check_split(*arrays, texts)
+            return cls(*arrays, texts)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, RecursionError) as e:
             raise DataError(f"{path} is not a prepared split ({e}); run 'seqgan prepare --force'") from None
 
     def __len__(self) -> int:
