@@ -151,6 +151,8 @@ def test_evaluate_json_and_plot(finished_run, capsys, monkeypatch):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert "test perplexity" in captured.err and "adversarial" in out["generators"]
+    margin = out["generators"]["adversarial"]["two_sample_margin"]  # 1.96 standard errors of n examples at 0.5
+    assert "its 95% noise at 0.5" in captured.err and round((1.96 / margin) ** 2 * 0.25) % 2 == 0
     ylabels, set_ylabel = [], Axes.set_ylabel
     monkeypatch.setattr(Axes, "set_ylabel", lambda ax, label, *a, **k: ylabels.append(label) or set_ylabel(ax, label))
     assert run_cli("plot", "--run-dir", finished_run, "--json") == 0

@@ -55,12 +55,14 @@ ROWS = [
     ("d_accuracy", "D accuracy", "{:.3f}"),
     ("fooling_rate", "D fooling rate", "{:.3f}"),
     ("two_sample_accuracy", "two-sample test accuracy", "{:.3f}"),
+    ("two_sample_margin", "  its 95% noise at 0.5 (+-)", "{:.3f}"),
 ]
 
 
 def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.ndarray, fakes: list[np.ndarray],
-                    device: torch.device, epochs: int = 3) -> float:
-    """Held-out accuracy of a fresh discriminator trained to separate real from generated responses.
+                    device: torch.device, epochs: int = 3) -> tuple[float, int]:
+    """Held-out accuracy of a fresh discriminator trained to separate real from generated responses,
+    and the number of held-out examples it was measured on (real and generated).
 
     The pairs are split in two by dialogue (as the data splits are): with context_turns=1 a real
     response is the context of the next pair, which a split by pair would put on both sides.
@@ -73,14 +75,14 @@ def two_sample_test(cfg: Config, vocab_size: int, data: PairDataset, idx: np.nda
     in_fit = np.isin(dialogues, fit_d)
     fit_i, test_i = np.nonzero(in_fit)[0], np.nonzero(~in_fit)[0]
     if min(len(fit_i), len(test_i)) < 2:
-        return math.nan
+        return math.nan, 0
     model = build_discriminator(replace(cfg.model.discriminator, vocab_size=vocab_size)).to(device)
     opt = make_adamw(model, cfg.discriminator.lr * 3, cfg.discriminator.weight_decay)
     cap = cfg.sample.max_len  # where the samples stop
     fit = dtrain.build_examples(data, idx[fit_i], [fakes[i] for i in fit_i], 0.0, rng, cap)
     test = dtrain.build_examples(data, idx[test_i], [fakes[i] for i in test_i], 0.0, rng, cap)
     dtrain.train_epochs(model, opt, fit, epochs, cfg.discriminator, device, rng)
-    return dtrain.evaluate(model, test, device)["accuracy"]
+    return dtrain.evaluate(model, test, device)["accuracy"], len(test.labels)
 
 
 def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset, idx: np.ndarray,
@@ -109,7 +111,9 @@ def evaluate_generator(cfg: Config, gen: nn.Module, tokenizer, data: PairDataset
         d = dtrain.evaluate(disc, ex, device)
         m.update({"d_accuracy": d["accuracy"], "fooling_rate": d["fooling_rate"]})
     if cfg.eval.two_sample_test:
-        m["two_sample_accuracy"] = two_sample_test(cfg, tokenizer.vocab_size, data, idx, fakes, device)
+        m["two_sample_accuracy"], n = two_sample_test(cfg, tokenizer.vocab_size, data, idx, fakes, device)
+        # the accuracy's sampling noise alone, where it matters (near chance): 1.96 binomial standard errors
+        m["two_sample_margin"] = 1.96 * math.sqrt(0.25 / n) if n else math.nan
     return m, fakes
 
 

@@ -114,8 +114,10 @@ def test_two_sample_test_holds_out_whole_dialogues(tiny_run, monkeypatch):
     monkeypatch.setattr(evaluate.dtrain, "build_examples", spy)
     fakes = [data.response(int(i))[::-1].copy() for i in idx]  # reversed responses as "generated"
     vocab = Tokenizer.load(run.spm_model).vocab_size
-    acc = evaluate.two_sample_test(cfg, vocab, data, idx, fakes, torch.device("cpu"), epochs=1)
+    acc, n = evaluate.two_sample_test(cfg, vocab, data, idx, fakes, torch.device("cpu"), epochs=1)
     fit, test = halves
     assert fit and test and not (fit & test)  # no dialogue on both sides
     assert fit | test == set(data.dialogue_ids().tolist())
     assert 0.0 <= acc <= 1.0
+    held_out = int(np.isin(data.dialogue_ids()[idx], list(test)).sum())
+    assert n == 2 * held_out  # each held-out pair's real response and its generated one
