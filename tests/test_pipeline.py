@@ -254,6 +254,9 @@ def test_chat_contexts_lowercase_each_turn_as_training_does(finished_run):
     assert cut == tok.encode("how are you")[-cfg.data.max_len:]
     with pytest.raises(SeqGANError, match="empty"):
         encode_context(tok, ["Hello THERE", ""], cfg)  # nothing after the cut
+    from seqgan.chat import split_turns
+
+    assert split_turns("Hello THERE |  | How are You") == ["Hello THERE", "", "How are You"]  # respond cuts there too
 
 
 def test_chat_shows_an_empty_reply_and_starts_the_context_again(finished_run, monkeypatch):

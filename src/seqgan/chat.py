@@ -99,8 +99,9 @@ class Responder:
 
 
 def split_turns(text: str) -> list[str]:
-    """'hi | how are you?' -> ['hi', 'how are you?'] (earlier turns separated by ' | ')."""
-    return [t.strip() for t in text.split(" | ") if t.strip()]
+    """'hi | how are you?' -> ['hi', 'how are you?'] (earlier turns separated by ' | '); an empty
+    turn stays, and the context is cut there as chat and serve cut it."""
+    return [t.strip() for t in text.split(" | ")]
 
 
 def respond_once(cfg: Config, run: RunDir, text: str, which: str | None) -> dict:

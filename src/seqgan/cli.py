@@ -273,6 +273,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option in ("config", "run_dir", "split", "out", "checkpoint"):  # '' would read as the option left out
         if getattr(args, option, None) == "":
             parser.error(f"--{option.replace('_', '-')} is empty")
+    if "" in (getattr(args, "compare", None) or ()):  # '' would read as the current directory
+        parser.error("--compare names an empty directory")
     args.overrides = list(args.overrides) + extra
     if getattr(args, "compare", None):
         settings = [a for a in args.compare if OVERRIDE.match(a)] + args.overrides
@@ -375,6 +377,8 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C outside a stage's handler (130), or a second signal in it
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return getattr(e, "exit_code", 130)
+    if sys.stdout is None:  # started with stdout closed: nothing to print to
+        return 0
     try:
         if args.json and main_process():
             sys.stdout.write(to_json(result) + "\n")

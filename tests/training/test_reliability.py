@@ -81,6 +81,12 @@ def test_a_learning_rate_that_blows_the_weights_up_stops_with_exit_1_and_saves_n
     err = one_line(capsys.readouterr().err)
     assert "the generator MLE diverged: its weights are no longer finite" in err and "pretrain.lr" in err
     assert not run.checkpoint("generator", "last").exists() and not run.checkpoint("generator", "best").exists()
+    assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
+    capsys.readouterr()  # the discriminator's weights too: its last step before a save may be the one
+    assert run_cli("pretrain", "discriminator", "--run-dir", run.root, "discriminator.lr=1e308",
+                   "discriminator.rounds=1", "discriminator.pairs_per_round=16") == 1
+    assert "the discriminator diverged: its weights are no longer finite" in one_line(capsys.readouterr().err)
+    assert not run.checkpoint("discriminator", "last").exists()
 
 
 def test_a_full_stdout_or_a_file_where_the_run_keeps_a_folder_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
@@ -488,10 +494,16 @@ def test_prepare_does_not_call_a_damaged_tokenizer_up_to_date(tmp_path, capsys):
     assert run_cli("respond", "--run-dir", run.root, "hi") == 0
 
 
-@pytest.mark.parametrize("option", ["--config", "--run-dir", "--split"])
-def test_an_empty_option_value_is_refused_not_taken_as_the_default(option, capsys):
-    assert run_cli("generate", option, "") == 2
+@pytest.mark.parametrize("command, option", [("generate", "--config"), ("generate", "--run-dir"),
+                                             ("generate", "--split"), ("export", "--out"), ("export", "--checkpoint")])
+def test_an_empty_option_value_is_refused_not_taken_as_the_default(command, option, capsys):
+    assert run_cli(command, option, "") == 2
     assert f"{option} is empty" in one_line(capsys.readouterr().err)
+
+
+def test_an_empty_directory_name_to_compare_is_refused_not_read_as_the_current_one(capsys):
+    assert run_cli("evaluate", "--compare", "runs/a", "") == 2
+    assert "--compare names an empty directory" in one_line(capsys.readouterr().err)
 
 
 def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tmp_path, capsys):

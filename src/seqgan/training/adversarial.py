@@ -256,6 +256,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
 
     def save(path) -> None:
         check_finite_weights(gen, "adversarial generator", "adversarial.lr")  # a checkpoint holds weights a resume can use
+        check_finite_weights(disc, "adversarial discriminator", "discriminator.lr")
         state.update(guard.counts(), **d_guard.counts("d_"), seconds=round(seconds_before + time.monotonic() - started, 3))
         extra = {"reference": ref.state_dict()} if ref is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
