@@ -331,6 +331,7 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
             check_finite_weights(gen, "adversarial generator", "adversarial.lr")
+            check_finite_weights(disc, "adversarial discriminator", "discriminator.lr")
             v = validate(cfg, gen, disc, valid, vidx, None, device)
             run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
             if world.main:
