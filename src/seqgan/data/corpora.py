@@ -155,11 +155,9 @@ def _zipped_split(z: Path, split: str) -> str:
             return _decode(zf.read(member), z / member)
     except zipfile.BadZipFile:
         raise DataError(f"{z} is not a valid zip archive") from None
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
+    except (OSError, EOFError, zlib.error) as e:  # a member cut short or damaged inside a readable archive
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
             raise DataError(f"cannot read {z}: {e.strerror}") from None
-        raise DataError(f"{z} is damaged ({name} cannot be read: {e}); download it again") from None
-    except (EOFError, zlib.error) as e:  # a member cut short or damaged inside a readable archive
         raise DataError(f"{z} is damaged ({name} cannot be read: {e}); download it again") from None
 
 

@@ -18,7 +18,7 @@ from seqgan.config import Config, check_discriminator_reads_context, to_dict
 from seqgan.data.corpora import read_corpus
 from seqgan.data.dataset import encode_pairs, save_pairs
 from seqgan.data.pairs import SPLITS, build_splits
-from seqgan.data.tokenizer import train_tokenizer
+from seqgan.data.tokenizer import model_hash, train_tokenizer
 from seqgan.errors import DataError
 from seqgan.rundir import RunDir, atomic_write_text
 
@@ -111,7 +111,7 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
 def _tokenizer_hash(run: RunDir) -> str | None:
     """The hash of tokenizer/spm.model as `Tokenizer` computes it; None without the file."""
     try:
-        return hashlib.sha256(run.spm_model.read_bytes()).hexdigest()
+        return model_hash(run.spm_model.read_bytes())
     except OSError:
         return None
 

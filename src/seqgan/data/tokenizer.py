@@ -15,6 +15,11 @@ UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SEP = "<sep>"
 
 
+def model_hash(data: bytes) -> str:
+    """What checkpoints and the data manifest know a tokenizer by: the hash of its spm.model bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
 class Tokenizer:
     """A thin wrapper over a SentencePiece model with the project's special ids."""
 
@@ -22,7 +27,7 @@ class Tokenizer:
         self.path = Path(model_path)
         data = self.path.read_bytes()
         self.sp = spm.SentencePieceProcessor(model_proto=data)
-        self.hash = hashlib.sha256(data).hexdigest()
+        self.hash = model_hash(data)
         self.vocab_size = self.sp.get_piece_size()
         self.sep_id = self.sp.piece_to_id(SEP)
 

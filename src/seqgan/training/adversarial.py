@@ -53,7 +53,6 @@ from seqgan.training.optim import (
     NonfiniteGuard,
     Stepper,
     adam,
-    check_finite_weights,
     load_optimizer_state,
 )
 from seqgan.training.policy import (
@@ -255,8 +254,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
             return {"stage": "adversarial", **state, "already_complete": True}
 
     def save(path) -> None:
-        check_finite_weights(gen, "adversarial generator", "adversarial.lr")  # a checkpoint holds weights a resume can use
-        check_finite_weights(disc, "adversarial discriminator", "discriminator.lr")
+        guard.check_weights()  # a checkpoint holds weights a resume can use
+        d_guard.check_weights()
         state.update(guard.counts(), **d_guard.counts("d_"), seconds=round(seconds_before + time.monotonic() - started, 3))
         extra = {"reference": ref.state_dict()} if ref is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=gen.state_dict(),
@@ -330,8 +329,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
         if over_time:
             stop_reason = "time budget"
         if state["step"] % a.eval_every == 0 or state["step"] >= a.steps or stop_reason:
-            check_finite_weights(gen, "adversarial generator", "adversarial.lr")
-            check_finite_weights(disc, "adversarial discriminator", "discriminator.lr")
+            guard.check_weights()
+            d_guard.check_weights()
             v = validate(cfg, gen, disc, valid, vidx, None, device)
             run.log("adversarial", step=state["step"], **{f"val_{k}": round(x, 4) for k, x in v.items()})
             if world.main:

@@ -42,7 +42,6 @@ from seqgan.training.generate import contexts_of, generate_responses, pad_batch
 from seqgan.training.optim import (
     NonfiniteGuard,
     Stepper,
-    check_finite_weights,
     load_optimizer_state,
     make_adamw,
 )
@@ -298,7 +297,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
         refuse_other_batching(state["in_round"].get("batching", batching), batching, "discriminator round")
 
     def save(path) -> None:
-        check_finite_weights(disc, "discriminator", "discriminator.lr")  # a checkpoint holds weights a resume can use
+        guard.check_weights()  # a checkpoint holds weights a resume can use
         state.update(guard.counts())
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=disc.state_dict(),
                         optimizer=optimizer.state_dict(), state=dict(state), rng=rng_state(g),
@@ -352,7 +351,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
                            checkpoint=guard.checkpoint, ddp=ddp, precision=cfg.runtime.precision, guard=guard,
                            stepper=stepper, position=position)
         bar.close()
-        check_finite_weights(disc, "discriminator", "discriminator.lr")
+        guard.check_weights()
         result = evaluate(disc, vex, device)
         state.pop("in_round", None)
         state["round"] += 1

@@ -38,7 +38,6 @@ from seqgan.training.checkpoint import (
 from seqgan.training.optim import (
     NonfiniteGuard,
     Stepper,
-    check_finite_weights,
     load_optimizer_state,
     make_adamw,
     resume_schedule,
@@ -146,7 +145,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     state["batching"] = batching
 
     def save(path) -> None:
-        check_finite_weights(model, "generator MLE", "pretrain.lr")  # a checkpoint holds weights a resume can use
+        guard.check_weights()  # a checkpoint holds weights a resume can use
         state.update(guard.counts(), seconds=round(seconds_before + time.monotonic() - started, 3))
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=tokenizer.hash, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=dict(state),
@@ -215,7 +214,7 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
             state["epoch"] += 1
             state["batch"] = 0
         # validation at each epoch end, and once when a budget stops the stage mid-epoch
-        check_finite_weights(model, "generator MLE", "pretrain.lr")
+        guard.check_weights()
         nll = validation_nll(model, valid, p.batch_tokens * 2, device)
         improved = world.main_decides(nll < state["best_valid_nll"])
         if improved:

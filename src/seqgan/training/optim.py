@@ -152,6 +152,11 @@ class NonfiniteGuard:
         self.skipped, self.in_a_row = skipped, in_a_row
         self.model, self.setting = model, setting  # a skipped step checks the weights: every later one would fail
 
+    def check_weights(self) -> None:
+        """Before a validation or a checkpoint reads the weights: see `check_finite_weights`."""
+        if self.model is not None:
+            check_finite_weights(self.model, self.what, self.setting)
+
     def counts(self, prefix: str = "") -> dict:
         """The counts as a stage's checkpoint state keeps them (`prefix` tells two guards apart)."""
         return {f"{prefix}skipped": self.skipped, f"{prefix}nonfinite": self.in_a_row}
@@ -162,8 +167,7 @@ class NonfiniteGuard:
             self.in_a_row = 0
             return True
         self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
-        if self.model is not None:
-            check_finite_weights(self.model, self.what, self.setting)
+        self.check_weights()
         if self.in_a_row >= self.limit:
             where = f" at {self.checkpoint}" if self.checkpoint else ""
             raise FloatingPointError(f"{self.in_a_row} non-finite {self.what} steps in a row; last good "
