@@ -12,7 +12,7 @@ from seqgan.data.tokenizer import Tokenizer
 from seqgan.errors import CheckpointError, SeqGANError
 from seqgan.models import build_discriminator, build_generator
 from seqgan.rundir import RunDir
-from seqgan.training.checkpoint import load_checkpoint, load_model_state
+from seqgan.training.checkpoint import load_checkpoint, load_model_state, restoring
 from seqgan.training.discriminator import discriminator_config
 from seqgan.training.mle import generator_config
 
@@ -56,9 +56,10 @@ def load_generator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: torch
     if "model" not in ckpt:
         raise CheckpointError(f"{path} holds no generator")
     want = generator_config(cfg, tokenizer.vocab_size)
-    _refuse_another_shape(path, ckpt.get("model_config"), to_dict(want))
     model = build_generator(want)
-    load_model_state(model, ckpt["model"], path)
+    with restoring(path):
+        _refuse_another_shape(path, ckpt.get("model_config"), to_dict(want))
+        load_model_state(model, ckpt["model"], path)
     return model.to(device).eval(), name
 
 
@@ -83,7 +84,8 @@ def load_discriminator(cfg: Config, run: RunDir, tokenizer: Tokenizer, device: t
                           f"run 'seqgan pretrain discriminator --run-dir {run.root}' first")
     ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
     model = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size))
-    load_model_state(model, ckpt["model"], path)
+    with restoring(path):
+        load_model_state(model, ckpt["model"], path)
     return model.to(device), ckpt
 
 
@@ -94,5 +96,6 @@ def adversarial_discriminator(cfg: Config, run: RunDir, tokenizer: Tokenizer, de
         return None
     ckpt = load_checkpoint(path, tokenizer_hash=tokenizer.hash)
     model = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size))
-    load_model_state(model, ckpt["discriminator"], path)
+    with restoring(path):
+        load_model_state(model, ckpt["discriminator"], path)
     return model.to(device).eval()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqgan import artifacts
 from seqgan.chat import Responder
 from seqgan.config import Config
 from seqgan.data.dataset import PairDataset
@@ -49,7 +50,7 @@ def compare(cfg: Config, run: RunDir, split: str = "test", n: int = 50, out: str
     if n < 1:
         raise SeqGANError(f"--n must be at least 1, got {n}")
     fmt = output_format(out)
-    data = PairDataset.load(run.split_path(split))
+    data = PairDataset.load(run.split_path(split), artifacts.load_tokenizer(run).vocab_size)
     if len(data) == 0:
         raise SeqGANError(f"the {split} split of {run.root} has no pairs")
     rng = np.random.default_rng(cfg.runtime.seed)

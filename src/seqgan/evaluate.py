@@ -123,7 +123,7 @@ def response_words(data: PairDataset) -> list[list[str]]:
 
 
 def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> dict:
-    data = PairDataset.load(run.split_path(cfg.eval.split))
+    data = PairDataset.load(run.split_path(cfg.eval.split), tokenizer.vocab_size)
     rng = np.random.default_rng(cfg.runtime.seed + 7)
     n = len(data) if cfg.eval.max_pairs is None else min(len(data), cfg.eval.max_pairs)
     idx = np.sort(rng.permutation(len(data))[:n])

@@ -82,7 +82,7 @@ def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | No
     with run.lock():
         device, tokenizer = _begin(cfg, run)
         gen, which = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
-        data = PairDataset.load(run.split_path(split))
+        data = PairDataset.load(run.split_path(split), tokenizer.vocab_size)
         run.write_config(cfg)
         n = len(data) if max_pairs is None else min(len(data), max_pairs)
         g = torch.Generator().manual_seed(cfg.runtime.seed + 11)
@@ -133,6 +133,7 @@ def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
 
 def train(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.adversarial import train_adversarial
+    from seqgan.training.checkpoint import restoring
     from seqgan.training.optim import load_optimizer_state, make_adamw
 
     with run.lock():
@@ -140,13 +141,14 @@ def train(cfg: Config, run: RunDir) -> dict:
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         gen.train()
         disc, dckpt = artifacts.load_discriminator(cfg, run, tokenizer, device, "last")
-        d_state = dckpt.get("state", {})
-        if not d_state.get("complete", True) and not run.checkpoint("adversarial", "last").exists():
-            say(f"      note: discriminator pretraining has not finished (round {d_state.get('round', 0)} of "
-                f"{cfg.discriminator.rounds} done); adversarial training starts from its last checkpoint "
-                f"(`seqgan pretrain discriminator --run-dir {run.root}` finishes it first)")
         d_opt = make_adamw(disc, cfg.discriminator.lr, cfg.discriminator.weight_decay)
-        load_optimizer_state(d_opt, dckpt["optimizer"])
+        with restoring(run.checkpoint("discriminator", "last")):
+            load_optimizer_state(d_opt, dckpt["optimizer"])
+            d_state = dckpt.get("state", {})
+            if not d_state.get("complete", True) and not run.checkpoint("adversarial", "last").exists():
+                say(f"      note: discriminator pretraining has not finished (round {d_state.get('round', 0)} of "
+                    f"{cfg.discriminator.rounds} done); adversarial training starts from its last checkpoint "
+                    f"(`seqgan pretrain discriminator --run-dir {run.root}` finishes it first)")
         t0 = time.monotonic()
         with _recorded(cfg, run), StopFlag() as stop:
             out = train_adversarial(cfg, run, device, tokenizer, gen, disc, d_opt, stop=stop)

@@ -22,6 +22,10 @@ def test_special_ids_roundtrip_and_sep(tmp_path):
     assert ids.count(tok.sep_id) == 1  # the separator is one piece
     assert tok.decode(tok.encode(s) + [EOS_ID] + tok.encode("never")) == s  # decoding stops at eos
     assert tok.hash == Tokenizer.load(tok.path).hash
+    # control characters are dropped, NUL too (SentencePiece made it the unknown piece)
+    for c in "\0\x01\x7f":
+        assert tok.encode(f"how{c} are you") == tok.encode("how are you"), repr(c)
+        assert tok.encode_batch([f"how{c} are you", c]) == [tok.encode("how are you"), []], repr(c)
 
 
 def test_rare_characters_keep_their_own_pieces(tmp_path):

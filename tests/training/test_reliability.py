@@ -333,7 +333,9 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("problem, message", [("tokenizer", "different tokenizer"),
                                               ("shape", "does not fit this model's shape"),
-                                              ("foreign", "not a seqgan checkpoint")])
+                                              ("foreign", "not a seqgan checkpoint"),
+                                              ("fields", "has no 'optimizer' field"),
+                                              ("kinds", "its state field 'step' is '12': str, not int")])
 def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys, problem, message):
     from dataclasses import replace
 
@@ -351,7 +353,15 @@ def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys,
     if problem == "foreign":
         path.parent.mkdir(parents=True)
         torch.save({"model": build_generator(gen_cfg).state_dict()}, path)
-    else:
+    elif problem == "kinds":  # the right tag and fields, a counter of another kind (hand-edited)
+        from seqgan.training.optim import make_adamw, warmup_cosine
+
+        model = build_generator(gen_cfg)
+        optimizer = make_adamw(model, 1e-3, 0.01)
+        save_checkpoint(path, config={}, tokenizer_hash=tok.hash, model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), scheduler=warmup_cosine(optimizer, 1, 10, 0.1).state_dict(),
+                        state={"step": "12"})
+    else:  # "fields": the right tag, but another stage's fields (no optimizer state)
         save_checkpoint(path, config={}, tokenizer_hash="0" * 64 if problem == "tokenizer" else tok.hash,
                         model=build_generator(gen_cfg).state_dict())
     assert run_cli("pretrain", "generator", "--run-dir", run.root) == 2
@@ -575,7 +585,8 @@ def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
         arrays = dict(z)
     for name, value, says in (("response_offsets", arrays["response_offsets"][:-1], "offsets"),
                               ("response_ids", arrays["response_ids"].reshape(1, -1), "not a vector"),
-                              ("dialogue_ids", arrays["dialogue_ids"][:0], "differ in number")):
+                              ("dialogue_ids", arrays["dialogue_ids"][:0], "differ in number"),
+                              ("context_ids", arrays["context_ids"] + 10**6, "past the tokenizer's")):
         np.savez(test, **{**arrays, name: value})
         assert run_cli("evaluate", "--run-dir", run.root) == 2
         err = one_line(capsys.readouterr().err)

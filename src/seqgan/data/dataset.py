@@ -40,7 +40,7 @@ def save_pairs(path: Path, contexts: list[list[int]], responses: list[list[int]]
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _check_split(c_ids, c_off, r_ids, r_off, dialogue_ids, texts) -> None:
+def _check_split(c_ids, c_off, r_ids, r_off, dialogue_ids, texts, vocab_size: int | None) -> None:
     """What a training loop assumes of a split, raised as ValueError (the file is not one prepare wrote)."""
     for name, a in (("context_ids", c_ids), ("context_offsets", c_off), ("response_ids", r_ids),
                     ("response_offsets", r_off), ("dialogue_ids", dialogue_ids)):
@@ -51,6 +51,8 @@ def _check_split(c_ids, c_off, r_ids, r_off, dialogue_ids, texts) -> None:
             raise ValueError("its offsets do not cut its token ids into pairs")
         if len(ids) and ids.min() < 0:
             raise ValueError("a token id is negative")
+        if len(ids) and vocab_size is not None and ids.max() >= vocab_size:
+            raise ValueError(f"a token id is {ids.max()}, past the tokenizer's {vocab_size} ids")
     n = len(c_off) - 1
     if len(r_off) - 1 != n or len(dialogue_ids) != n:
         raise ValueError("its contexts, responses and dialogue ids differ in number")
@@ -68,7 +70,8 @@ class PairDataset:
         self._lengths = np.stack([np.diff(c_off), np.diff(r_off)], axis=1).astype(np.int64)  # (N, 2)
 
     @classmethod
-    def load(cls, path: str | Path) -> PairDataset:
+    def load(cls, path: str | Path, vocab_size: int | None = None) -> PairDataset:
+        """A prepared split; `vocab_size` (the run's tokenizer's) bounds its token ids."""
         path = Path(path)
         if not path.exists():
             raise DataError(f"{path} not found; run 'seqgan prepare' first")
@@ -77,7 +80,7 @@ class PairDataset:
                 texts = json.loads(z["texts"].tobytes().decode())
                 arrays = [z[k] for k in ("context_ids", "context_offsets", "response_ids", "response_offsets",
                                          "dialogue_ids")]
-            _check_split(*arrays, texts)
+            _check_split(*arrays, texts, vocab_size)
             return cls(*arrays, texts)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, RecursionError) as e:
             raise DataError(f"{path} is not a prepared split ({e}); run 'seqgan prepare --force'") from None

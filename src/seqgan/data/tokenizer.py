@@ -41,10 +41,11 @@ class Tokenizer:
             raise DataError(f"{path} is not a SentencePiece model: {str(e).splitlines()[0][:200]}") from None
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text)
+        return self.sp.encode(text.replace("\0", ""))
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode(texts, num_threads=os.cpu_count() or 1)
+        # normalization drops every other control character; NUL alone would become the unknown piece
+        return self.sp.encode([t.replace("\0", "") for t in texts], num_threads=os.cpu_count() or 1)
 
     def decode(self, ids: list[int]) -> str:
         """Text of ids up to the first eos; pad and bos are skipped."""

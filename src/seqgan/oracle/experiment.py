@@ -35,9 +35,11 @@ from seqgan.training import discriminator as dtrain
 from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
+    restoring,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_state,
 )
 from seqgan.training.mle import mle_loss
 from seqgan.training.optim import NonfiniteGuard, Stepper, adam, load_optimizer_state
@@ -245,19 +247,20 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     oracle_hash = _fingerprint(oracle)
     if path.exists():
         ckpt = load_checkpoint(path)
-        _check_same_experiment(cfg, ckpt, oracle_hash, run)
-        load_model_state(gen, ckpt["model"], path)
-        load_model_state(disc, ckpt["discriminator"], path)
-        load_optimizer_state(g_opt, ckpt["optimizer"])
-        load_optimizer_state(d_opt, ckpt["d_optimizer"])
-        load_optimizer_state(adv_opt, ckpt["adv_optimizer"])
-        if "rollout" in ckpt:
-            rollout = copy.deepcopy(gen)
-            load_model_state(rollout, ckpt["rollout"], path)
-        state.update(ckpt["state"])
-        set_rng_state(ckpt["rng"], g)
-        # checkpoints from before oracle.pg_loss existed were trained with the row mean
-        was = ckpt["config"].get("oracle", {}).get("pg_loss", "row_mean")
+        with restoring(path):
+            _check_same_experiment(cfg, ckpt, oracle_hash, run)
+            load_model_state(gen, ckpt["model"], path)
+            load_model_state(disc, ckpt["discriminator"], path)
+            load_optimizer_state(g_opt, ckpt["optimizer"])
+            load_optimizer_state(d_opt, ckpt["d_optimizer"])
+            load_optimizer_state(adv_opt, ckpt["adv_optimizer"])
+            if "rollout" in ckpt:
+                rollout = copy.deepcopy(gen)
+                load_model_state(rollout, ckpt["rollout"], path)
+            update_state(state, ckpt["state"])
+            set_rng_state(ckpt["rng"], g)
+            # checkpoints from before oracle.pg_loss existed were trained with the row mean
+            was = ckpt["config"].get("oracle", {}).get("pg_loss", "row_mean")
         if state["adv_round"] > 0 and was != o.pg_loss:
             raise ConfigError(f"the adversarial rounds in {run.root} were run with oracle.pg_loss={was}; resume "
                               f"with oracle.pg_loss={was} (changing the loss mid-run mixes two protocols), or use "

@@ -36,9 +36,11 @@ from seqgan.training import discriminator as dtrain
 from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
+    restoring,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_state,
 )
 from seqgan.training.generate import content_tokens, contexts_of, generate_responses
 from seqgan.training.mle import (
@@ -220,8 +222,8 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
                       disc: nn.Module, d_optimizer: torch.optim.Optimizer, stop: StopFlag | None = None) -> dict:
     """Run (or resume) adversarial training from a pretrained G and D, in place."""
     a = cfg.adversarial
-    train = PairDataset.load(run.split_path("train"))
-    valid = PairDataset.load(run.split_path("valid"))
+    train = PairDataset.load(run.split_path("train"), tokenizer.vocab_size)
+    valid = PairDataset.load(run.split_path("valid"), tokenizer.vocab_size)
     rollout = copy.deepcopy(gen).eval()
     for p in rollout.parameters():
         p.requires_grad_(False)
@@ -236,18 +238,19 @@ def train_adversarial(cfg: Config, run: RunDir, device: torch.device, tokenizer,
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
-        load_model_state(gen, ckpt["model"], last_path)
-        load_model_state(rollout, ckpt["rollout"], last_path)
-        load_model_state(disc, ckpt["discriminator"], last_path)
-        if ref is not None and "reference" in ckpt:
-            load_model_state(ref, ckpt["reference"], last_path)
-        load_optimizer_state(g_optimizer, ckpt["optimizer"])
-        load_optimizer_state(d_optimizer, ckpt["d_optimizer"])
-        stepper.load_state_dict(ckpt.get("amp", {}))
-        d_stepper.load_state_dict(ckpt.get("d_amp", {}))
-        state.update(ckpt["state"])
-        set_rng_state(ckpt["rng"], g)
-        _refuse_another_objective(ckpt["config"].get("adversarial", {}), a, run)
+        with restoring(last_path):
+            load_model_state(gen, ckpt["model"], last_path)
+            load_model_state(rollout, ckpt["rollout"], last_path)
+            load_model_state(disc, ckpt["discriminator"], last_path)
+            if ref is not None and "reference" in ckpt:
+                load_model_state(ref, ckpt["reference"], last_path)
+            load_optimizer_state(g_optimizer, ckpt["optimizer"])
+            load_optimizer_state(d_optimizer, ckpt["d_optimizer"])
+            stepper.load_state_dict(ckpt.get("amp", {}))
+            d_stepper.load_state_dict(ckpt.get("d_amp", {}))
+            update_state(state, ckpt["state"])
+            set_rng_state(ckpt["rng"], g)
+            _refuse_another_objective(ckpt["config"].get("adversarial", {}), a, run)  # a ConfigError passes
         if state["step"] < a.steps and not stopped_by_budget(a.max_minutes, state):
             state["complete"] = False  # more steps or a raised time budget: continue
         if state["complete"]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,34 @@ def load_checkpoint(path: Path, *, tokenizer_hash: str | None = None, map_locati
             f"!= {tokenizer_hash[:12]})"
         )
     return ckpt
+
+
+@contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Around the reading of a loaded checkpoint's fields: a file with the right tag that lacks a
+    field or holds one of another kind (another stage's checkpoint copied here, a hand-edited
+    file) raises CheckpointError naming the file, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        if isinstance(e, KeyError):
+            detail = f"it has no {e.args[0]!r} field" if e.args else "a field is missing"
+        else:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = f"{type(e).__name__}: {lines[0][:200] if lines else 'a field is malformed'}"
+        raise CheckpointError(f"{path} is damaged or holds another stage's checkpoint ({detail})") from None
+
+
+def update_state(state: dict, saved: dict) -> None:
+    """`state.update(saved)` for a stage's counters, inside `restoring`: a saved value of another
+    kind than the default's (a string for a step count) raises TypeError here, not deep in the loop."""
+    for key, value in saved.items():
+        default = state.get(key)
+        if default is None or value is None or isinstance(value, type(default)):
+            continue
+        if not (isinstance(default, float) and isinstance(value, int)):  # a float counter may be saved whole
+            raise TypeError(f"its state field {key!r} is {value!r}: {type(value).__name__}, not {type(default).__name__}")
+    state.update(saved)
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:

@@ -34,9 +34,11 @@ from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
     refuse_other_batching,
+    restoring,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_state,
 )
 from seqgan.training.generate import contexts_of, generate_responses, pad_batch
 from seqgan.training.optim import (
@@ -266,8 +268,8 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     too (its negatives are drawn again from the same random state, then its batches go on)."""
     dc = cfg.discriminator
     check_discriminator_reads_context(cfg)
-    train = PairDataset.load(run.split_path("train"))
-    valid = PairDataset.load(run.split_path("valid"))
+    train = PairDataset.load(run.split_path("train"), tokenizer.vocab_size)
+    valid = PairDataset.load(run.split_path("valid"), tokenizer.vocab_size)
     disc = build_discriminator(discriminator_config(cfg, tokenizer.vocab_size)).to(device)
     if dc.init_embeddings:  # a resumed run loads its own below
         copy_token_embeddings(gen, disc)
@@ -278,11 +280,12 @@ def pretrain_discriminator(cfg: Config, run: RunDir, device: torch.device, token
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
-        load_model_state(disc, ckpt["model"], last_path)
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        stepper.load_state_dict(ckpt.get("amp", {}))
-        state.update(ckpt["state"])
-        set_rng_state(ckpt["rng"], g)
+        with restoring(last_path):
+            load_model_state(disc, ckpt["model"], last_path)
+            load_optimizer_state(optimizer, ckpt["optimizer"])
+            stepper.load_state_dict(ckpt.get("amp", {}))
+            update_state(state, ckpt["state"])
+            set_rng_state(ckpt["rng"], g)
         if state["round"] < dc.rounds:
             state["complete"] = False
         elif state.pop("in_round", None) is not None:  # rounds lowered to where a round was stopped

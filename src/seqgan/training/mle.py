@@ -31,9 +31,11 @@ from seqgan.training.checkpoint import (
     load_checkpoint,
     load_model_state,
     refuse_other_batching,
+    restoring,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_state,
 )
 from seqgan.training.optim import (
     NonfiniteGuard,
@@ -111,8 +113,8 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     """Run (or resume) generator MLE pretraining in `run`; return a summary dict."""
     p = cfg.pretrain
     world = distributed.current()
-    train = PairDataset.load(run.split_path("train"))
-    valid = PairDataset.load(run.split_path("valid"))
+    train = PairDataset.load(run.split_path("train"), tokenizer.vocab_size)
+    valid = PairDataset.load(run.split_path("valid"), tokenizer.vocab_size)
     model = build_generator(generator_config(cfg, tokenizer.vocab_size)).to(device)
     optimizer = make_adamw(model, p.lr, p.weight_decay, tuple(p.betas))
     steps_per_epoch = len(token_budget_batches(train.lengths(), p.batch_tokens, shuffle=True, seed=cfg.runtime.seed))
@@ -128,13 +130,14 @@ def pretrain_generator(cfg: Config, run: RunDir, device: torch.device, tokenizer
     last_path, best_path = run.checkpoint(STAGE, "last"), run.checkpoint(STAGE, "best")
     if last_path.exists():
         ckpt = load_checkpoint(last_path, tokenizer_hash=tokenizer.hash)
-        load_model_state(model, ckpt["model"], last_path)
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        resume_schedule(scheduler)  # the command's pretrain.lr at the saved point of the schedule
-        stepper.load_state_dict(ckpt.get("amp", {}))
-        state.update(ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        with restoring(last_path):
+            load_model_state(model, ckpt["model"], last_path)
+            load_optimizer_state(optimizer, ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            resume_schedule(scheduler)  # the command's pretrain.lr at the saved point of the schedule
+            stepper.load_state_dict(ckpt.get("amp", {}))
+            update_state(state, ckpt["state"])
+            set_rng_state(ckpt["rng"])
         if state["complete"] and state["epoch"] < p.epochs and (p.max_steps is None or state["step"] < p.max_steps) \
                 and not stopped_by_budget(p.max_minutes, state):
             state["complete"] = False  # the budget was raised: continue
