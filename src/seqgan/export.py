@@ -83,15 +83,16 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Tokenizer, dict]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{config_path} is not a seqgan export config")
     try:
-        gen_cfg = GeneratorConfig(**meta["generator"])
+        model = build_generator(GeneratorConfig(**meta["generator"]))  # a value of another kind fails here
+    except (TypeError, KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{config_path} has an unusable generator config: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    try:
         tensors = load_file(str(folder / "model.safetensors"))
-    except (TypeError, KeyError) as e:
-        raise CheckpointError(f"{config_path} has an unusable generator config: {e}") from None
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{folder / 'model.safetensors'} is not readable: {e}") from None
     tokenizer = Tokenizer.load(folder / "spm.model")
     if meta.get("tokenizer_hash") not in (None, tokenizer.hash):
         raise CheckpointError(f"{folder / 'spm.model'} is not the tokenizer the weights were trained with")
-    model = build_generator(gen_cfg)
     load_model_state(model, tensors, folder / "model.safetensors")
     return model.eval(), tokenizer, meta

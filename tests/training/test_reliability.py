@@ -319,6 +319,13 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys, monkeypatch):
         load_exported(out)
     assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
     # a damaged export is refused with one line
+    good = (out / "config.json").read_text()
+    edited = json.loads(good)
+    edited["generator"]["num_layers"] = "2"  # hand-edited: a string where a count belongs
+    (out / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match="has an unusable generator config: TypeError"):
+        load_exported(out)
+    (out / "config.json").write_text(good)
     (out / "model.safetensors").write_bytes(os.urandom(100))
 
     with pytest.raises(CheckpointError, match="not readable"):
