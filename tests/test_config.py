@@ -166,7 +166,7 @@ def test_every_example_in_the_top_level_help_parses():
     from seqgan.cli import EXAMPLES, build_parser
 
     commands = [line.split("#")[0].split()[1:] for line in EXAMPLES.splitlines() if line.startswith("  seqgan ")]
-    assert len(commands) == 5
+    assert len(commands) == 6
     for argv in commands:
         args = build_parser().parse_args(argv)
         assert args.command == argv[0] and all("=" in o for o in args.overrides)

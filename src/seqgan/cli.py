@@ -112,6 +112,15 @@ def cmd_plot(ctx: Ctx) -> dict:
     return out
 
 
+def cmd_status(ctx: Ctx) -> dict:
+    from seqgan.status import format_status, run_status
+
+    out = run_status(ctx.run)
+    if not ctx.args.json:
+        sys.stdout.write(format_status(out))
+    return out
+
+
 def cmd_export(ctx: Ctx) -> dict:
     from seqgan.export import export_generator
 
@@ -167,6 +176,7 @@ COMMANDS: dict[str, Callable[[Ctx], dict]] = {
     "export": cmd_export,
     "oracle": cmd_oracle,
     "plot": cmd_plot,
+    "status": cmd_status,
 }
 
 HELP = {
@@ -183,6 +193,7 @@ HELP = {
     "export": "a generator's weights as safetensors + JSON config + tokenizer",
     "oracle": "the SeqGAN paper's synthetic-data experiment (NLL-oracle)",
     "plot": "PNG curves of a run's metrics",
+    "status": "what each stage of a run has saved, whether a command is at work on it, what comes next",
 }
 
 EXAMPLES = """examples:
@@ -190,6 +201,7 @@ EXAMPLES = """examples:
   seqgan run --config tiny --run-dir runs/try        # the same in seconds, at a test-sized preset
   seqgan run --run-dir runs/b adversarial.steps=200  # any config key as section.key=value
   seqgan chat --run-dir runs/chitchat-cpu            # talk to a trained generator
+  seqgan status --run-dir runs/chitchat-cpu          # how far a run is, and what comes next
   seqgan oracle                                      # the synthetic benchmark (oracle-quick)
 
 'seqgan COMMAND --help' gives a command's options; a stopped run resumes with the same command."""
@@ -204,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     common.add_argument("--seed", type=int, help="random seed (runtime.seed)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    reader = argparse.ArgumentParser(add_help=False)  # status reads a run as it is saved: no settings
+    reader.add_argument("--run-dir", help="run directory (default runs/chitchat-cpu)")
+    reader.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = _Parser(prog="seqgan", description="SeqGAN-family text GANs for dialogue response generation.",
                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
-        sp = sub.add_parser(name, parents=[common], help=HELP[name], description=HELP[name])
+        sp = sub.add_parser(name, parents=[reader if name == "status" else common], help=HELP[name],
+                            description=HELP[name])
+        if name == "status":
+            sp.set_defaults(config=None, seed=None, overrides=[])
+            continue
         if name == "prepare":
             sp.add_argument("--force", action="store_true", help="prepare again even if up to date")
         if name == "pretrain":
@@ -276,6 +295,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "" in (getattr(args, "compare", None) or ()):  # '' would read as the current directory
         parser.error("--compare names an empty directory")
     args.overrides = list(args.overrides) + extra
+    if args.command == "status" and args.overrides:
+        parser.error("status reads a run as it is saved: it takes --run-dir and --json only")
     if getattr(args, "compare", None):
         settings = [a for a in args.compare if OVERRIDE.match(a)] + args.overrides
         settings += [] if args.seed is None else [f"--seed {args.seed}"]
@@ -299,7 +320,7 @@ def make_context(args: argparse.Namespace) -> Ctx:
         run = RunDir(Path("runs") / Path(name).name)
     else:
         run = RunDir(args.run_dir)
-    if getattr(args, "compare", None):  # several runs, each read with its own config: not this one's
+    if getattr(args, "compare", None) or args.command == "status":  # they read each run's own config
         return Ctx(C.load_config(args.config or _default_preset(args)), run, args)
     if run.root.exists() and not run.root.is_dir():
         raise SeqGANError(f"--run-dir {run.root} is a file, not a run directory")

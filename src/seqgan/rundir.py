@@ -270,6 +270,15 @@ def main_process() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
 
 
+def duration(seconds: float) -> str:
+    """0.26 -> '0.3 s', 147 -> '147 s', 900 -> '15 min', 5400 -> '1.5 h'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def _json_default(x: Any) -> Any:
     if hasattr(x, "item"):
         return _finite(x.item())

@@ -150,10 +150,6 @@ def test_a_diverging_discriminator_stops_the_oracle_with_exit_1_and_a_finite_che
     assert all(torch.isfinite(v).all() for v in ckpt["discriminator"].values())
 
 
-def test_durations_read_in_the_unit_that_suits_them():
-    assert [experiment._duration(s) for s in (0.26, 147, 900, 5400)] == ["0.3 s", "147 s", "15 min", "1.5 h"]
-
-
 def _tiny_models():
     cfg = load_config("tiny")
     torch.manual_seed(0)

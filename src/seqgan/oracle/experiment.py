@@ -29,7 +29,7 @@ from seqgan.models import build_discriminator, build_generator
 from seqgan.models.discriminator import DiscriminatorConfig
 from seqgan.models.generator import GeneratorConfig
 from seqgan.oracle.oracle import load_oracle, make_oracle, nll_oracle, sample_oracle
-from seqgan.rundir import RunDir, atomic_write_text, to_json
+from seqgan.rundir import RunDir, atomic_write_text, duration, to_json
 from seqgan.runtime import setup
 from seqgan.training import discriminator as dtrain
 from seqgan.training.checkpoint import (
@@ -202,15 +202,6 @@ def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
     return dtrain.DExamples([empty] * (n_r + n_f), responses, labels)
 
 
-def _duration(seconds: float) -> str:
-    """0.26 -> '0.3 s', 147 -> '147 s', 900 -> '15 min', 5400 -> '1.5 h'."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 600:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
-
-
 def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     """Run (or resume) the whole protocol in `run`; return the figures and the NLL-oracle curve.
     After `stop` is requested (SIGINT/SIGTERM), the epoch or round in progress ends, is saved, and
@@ -301,8 +292,8 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         else:
             each, left = state["seconds"]["adversarial"] / index, o.adv_rounds - index
             unit = "a round"
-        rest = f", about {_duration(each * left)} left in this phase" if left > 0 else ""
-        return f" ({_duration(each)} {unit}{rest})"
+        rest = f", about {duration(each * left)} left in this phase" if left > 0 else ""
+        return f" ({duration(each)} {unit}{rest})"
 
     run.write_config(cfg)
     progress, precision = cfg.runtime.progress, cfg.runtime.precision

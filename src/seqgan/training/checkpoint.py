@@ -117,13 +117,15 @@ def save_checkpoint(path: Path, *, config: dict, tokenizer_hash: str | None, **s
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def load_checkpoint(path: Path, *, tokenizer_hash: str | None = None, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint safely; a missing, corrupt, foreign or mismatched file raises CheckpointError."""
+def load_checkpoint(path: Path, *, tokenizer_hash: str | None = None, map_location: Any = "cpu",
+                    mmap: bool = False) -> dict:
+    """Load a checkpoint safely; a missing, corrupt, foreign or mismatched file raises CheckpointError.
+    `mmap`: map the tensors instead of reading them (to read a checkpoint's counters only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is not usable
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first[:200]}") from None
