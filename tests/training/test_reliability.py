@@ -617,7 +617,10 @@ def test_a_second_sigterm_stops_at_once_with_sigterms_exit_code(tiny_run, tmp_pa
 
     with pytest.raises(StopNow) as caught, StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested  # the first: finish the step, save, stop
+        assert stop.requested  # the first: finish the step, save, stop; said at once (a round takes minutes)
+        assert capsys.readouterr().err == ("SIGTERM received: the step, epoch or round in progress finishes and is "
+                                           "saved, then the command stops (another SIGTERM stops it at once; the last "
+                                           "checkpoint stays)\n")
         os.kill(os.getpid(), signal.SIGTERM)  # the second: at once
     assert caught.value.exit_code == 143
 

@@ -7,6 +7,7 @@ stays valid: checkpoints are written atomically).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -33,6 +34,21 @@ def signal_name(stop: StopFlag | None) -> str:
     return stop.signame if stop is not None and stop.signame else "SIGTERM"
 
 
+def _say(text: str) -> None:
+    """A line on stderr from a signal handler, by the main process only. A handler runs between two
+    bytecodes of the main thread, which may be inside a write to stderr (a progress bar): the
+    buffered stream then refuses a second writer, and the line is dropped rather than the step."""
+    from seqgan.rundir import main_process
+
+    if not main_process():
+        return
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (RuntimeError, OSError, ValueError, AttributeError):  # reentrant, closed, or no stderr at all
+        pass
+
+
 class StopFlag:
     """Installs SIGINT/SIGTERM handlers for the duration of a `with` block (main thread only)."""
 
@@ -48,6 +64,8 @@ class StopFlag:
         if self.signame is not None:  # second signal: stop now
             raise StopNow(signum)
         self.signame = signal.Signals(signum).name
+        _say(f"{self.signame} received: the step, epoch or round in progress finishes and is saved, then the command "
+             f"stops (another {self.signame} stops it at once; the last checkpoint stays)")
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
