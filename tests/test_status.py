@@ -58,7 +58,9 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
     row = _rows(run_status(run))["evaluate"]
     assert row["status"] == "stale" and "older than the generator checkpoint" in row["detail"]
 
-    # a damaged checkpoint is reported as damaged, not a traceback
+    # a damaged checkpoint is reported as damaged, not a traceback; a record whose time is no clock time is left out
+    run.log("odd", time=1e300)
+    assert run_cli("status", "--run-dir", run.root) == 0 and "last record" not in capsys.readouterr().out
     run.checkpoint("generator").write_bytes(os.urandom(200))
     row = _rows(run_status(run))["pretrain generator"]
     assert row["status"] == "damaged" and "is not a readable checkpoint" in row["detail"]

@@ -184,9 +184,10 @@ def run_status(run: RunDir) -> dict:
     else:
         next_step = f"complete: seqgan chat --run-dir {run.root}" if not oracle else "complete: see oracle.json"
     out = {"run": str(run.root), "kind": "oracle" if oracle else "dialogue", "running_pid": pid, "stages": rows, "next": next_step}
-    if isinstance(last, dict) and isinstance(last.get("time"), int | float):
-        out["last_record"] = {"stage": last.get("stage"), "time": last["time"],
-                              "age_seconds": round(max(0.0, time.time() - last["time"]), 1)}
+    when = last.get("time") if isinstance(last, dict) else None
+    if isinstance(when, int | float) and 0 <= when < 1e11:  # a clock time (a hand-edited line may hold anything)
+        out["last_record"] = {"stage": last.get("stage"), "time": when,
+                              "age_seconds": round(max(0.0, time.time() - when), 1)}
     return out
 
 
