@@ -140,7 +140,8 @@ def _oracle_stages(run: RunDir, cfg: C.Config) -> list[dict]:
         return [_stage("oracle", None, damaged, 0, None, "")]
     state = state or {}  # an experiment in its first epoch has saved nothing yet
     seconds = state.get("seconds") if isinstance(state.get("seconds"), dict) else {}
-    curve = [c for c in state.get("curve", []) if isinstance(c, dict) and isinstance(c.get("nll_oracle"), float)]
+    curve = state.get("curve") if isinstance(state.get("curve"), list) else []
+    curve = [c for c in curve if isinstance(c, dict) and isinstance(c.get("nll_oracle"), float)]
     rows, reached = [], True  # a phase starts once the one before it is done
     for name, key, total, unit, phase in (("oracle MLE", "epoch", o.mle_epochs, "epoch", "mle"),
                                           ("oracle D pretraining", "d_round", o.d_pretrain_rounds, "round", "d_pretrain"),
@@ -150,7 +151,8 @@ def _oracle_stages(run: RunDir, cfg: C.Config) -> list[dict]:
         detail = ""
         if points:
             last, low = points[-1], min(points, key=lambda c: c["nll_oracle"])
-            detail = f"NLL-oracle {last['nll_oracle']:.3f} at {last['index']}, lowest {low['nll_oracle']:.3f} at {low['index']}"
+            detail = (f"NLL-oracle {last['nll_oracle']:.3f} at {last.get('index')}, "
+                      f"lowest {low['nll_oracle']:.3f} at {low.get('index')}")
         started = reached and (done > 0 or bool(points) or total == 0)
         phase_state = {"complete": done >= total, "seconds": seconds.get(phase)} if started else None
         rows.append(_stage(name, phase_state, None, done, total, unit, detail))
