@@ -15,6 +15,10 @@ def _copy(tiny_run, dst) -> RunDir:
     return RunDir(dst)
 
 
+def _files(run: RunDir) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.root.rglob("*")) if p.is_file()}
+
+
 def _rows(status: dict) -> dict:
     return {r["stage"]: r for r in status["stages"]}
 
@@ -36,7 +40,9 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
 
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
     capsys.readouterr()
+    before = _files(run)
     assert run_cli("status", "--run-dir", run.root) == 0
+    assert _files(run) == before  # it writes nothing, not even the lock file's pid
     text = capsys.readouterr().out
     line = next(ln for ln in text.splitlines() if "pretrain generator" in ln)
     assert "done" in line and "(stopped by max_steps)" in line and "step 3," in line and "best valid NLL" in line
