@@ -67,6 +67,10 @@ def test_context_padding_does_not_change_the_logits():
     assert torch.allclose(row, padded, atol=1e-5)
     other = gen(torch.roll(src, 1, 0), torch.roll(mask, 1, 0), tgt)
     assert not torch.allclose(other[1:], gen(src, mask, tgt)[1:], atol=1e-4)  # the context matters
+    # a row without context (a library caller may pass one) reads the same at any padding width
+    empty = torch.zeros_like(mask)
+    assert torch.allclose(gen(src, empty, tgt), gen(torch.cat([src, src], 1), torch.cat([empty, empty], 1), tgt),
+                          atol=1e-5)
 
 
 def _layer_params(H, F, cross):

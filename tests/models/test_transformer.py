@@ -62,6 +62,9 @@ def test_encoder_layer_ignores_padding_and_survives_an_empty_row():
     assert torch.allclose(layer(x, None), layer(padded, padding_mask(mask))[:, :4], atol=1e-5)
     empty = torch.zeros(2, 7, dtype=torch.bool)
     assert torch.isfinite(layer(padded, padding_mask(empty))).all()
+    # an empty row computes the same whatever the batch's width (it attended to every pad position)
+    narrow = layer(padded[:, :5], padding_mask(empty[:, :5]))[:, 0]
+    assert torch.allclose(layer(padded, padding_mask(empty))[:, 0], narrow, atol=1e-6)
 
 
 @pytest.mark.parametrize("cross", [True, False])

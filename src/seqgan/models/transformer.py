@@ -48,11 +48,14 @@ def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) bool, True = token -> (B, 1, 1, S) attention mask.
 
     A row without any token (an empty context) would make softmax return NaN, which then
-    spreads through every later computation of that row; such a row attends to all positions.
+    spreads through every later computation of that row; such a row attends to its first
+    position alone (a pad), so that what it computes does not depend on the batch's width.
     """
     if mask is None:
         return None
-    mask = mask | ~mask.any(-1, keepdim=True)
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    mask = mask | (first & ~mask.any(-1, keepdim=True))
     return mask[:, None, None, :]
 
 
