@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 from seqgan.cli import main
+from seqgan.rundir import RunDir
 
 WORDS = ("hello hi how are you doing today fine thanks good great what about weekend plans movie "
          "music coffee tea school work home dog cat weather sunny rain yes no maybe sure really nice").split()
@@ -44,6 +46,12 @@ def write_jsonl(path: Path, dialogs: list[list[str]]) -> Path:
 
 def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
+
+
+def prepared_copy(prepared: Path, dst: Path) -> RunDir:
+    """A copy of a prepared run with no checkpoints, metrics or lock: a fresh run to train."""
+    shutil.copytree(prepared, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
+    return RunDir(dst)
 
 
 def one_line(err: str) -> str:

@@ -4,15 +4,10 @@ import json
 import os
 import shutil
 
-from support import run_cli
+from support import prepared_copy, run_cli
 
-from seqgan.rundir import RunDir, duration
+from seqgan.rundir import RunDir, duration, read_lock_file
 from seqgan.status import lock_holder, run_status
-
-
-def _copy(tiny_run, dst) -> RunDir:
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    return RunDir(dst)
 
 
 def _files(run: RunDir) -> dict:
@@ -28,7 +23,7 @@ def test_durations_read_in_the_unit_that_suits_them():
 
 
 def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("status", "--run-dir", run.root, "--json") == 0
     status = json.loads(capsys.readouterr().out)
     rows = _rows(status)
@@ -39,6 +34,7 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
     assert status["next"] == f"seqgan run --run-dir {run.root} goes on from pretrain generator"
 
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
+    assert read_lock_file(run.root / ".lock") == (os.getpid(), "pretrain generator")  # the last holder named its stage
     capsys.readouterr()
     before = _files(run)
     assert run_cli("status", "--run-dir", run.root) == 0
@@ -49,12 +45,23 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
     assert "last record: pretrain_generator at" in text
     assert text.rstrip().endswith(f"next: seqgan run --run-dir {run.root} goes on from pretrain discriminator")
 
-    # a command at work on the run: its pid, and the stage it goes on with is the running one
-    with run.lock():
-        assert lock_holder(run) == os.getpid()
+    # a command at work on the run: its pid, and the stage its lock names is the running one
+    pid = os.getpid()
+    with run.lock("train"):
+        assert lock_holder(run) == (pid, "train")
         status = run_status(run)
-        assert status["running_pid"] == os.getpid() and _rows(status)["pretrain discriminator"]["status"] == "running"
-        assert status["next"] == f"a command (pid {os.getpid()}) is at work on the run"
+        assert status["running_pid"] == pid and status["running_stage"] == "train"
+        assert [r["stage"] for r in status["stages"] if r["status"] == "running"] == ["train (adversarial)"]
+        assert status["next"] == f"a command (pid {pid}) is at work on the run: train"
+    with run.lock("generate"):  # samples: no stage's counters move, none is running
+        status = run_status(run)
+        assert not [r for r in status["stages"] if r["status"] == "running"]
+        assert status["next"] == f"a command (pid {pid}) is at work on the run: generate"
+    with run.lock():  # a lock that names no stage (an older version's): the first stage not done
+        assert lock_holder(run) == (pid, "")
+        status = run_status(run)
+        assert [r["stage"] for r in status["stages"] if r["status"] == "running"] == ["pretrain discriminator"]
+        assert status["next"] == f"a command (pid {pid}) is at work on the run"
     assert lock_holder(run) is None  # and status did not keep the lock from the next command
 
     # an evaluation older than a generator checkpoint is stale

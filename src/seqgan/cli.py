@@ -57,7 +57,7 @@ def cmd_prepare(ctx: Ctx) -> dict:
 
     if not main_process():  # under torchrun, rank 0 alone prepares the run's files
         return {}
-    with ctx.run.lock():
+    with ctx.run.lock("prepare"):
         return prepare(ctx.cfg, ctx.run, force=ctx.args.force)
 
 
@@ -100,7 +100,7 @@ def cmd_oracle(ctx: Ctx) -> dict:
     from seqgan.oracle.experiment import run_oracle
     from seqgan.training.signals import StopFlag
 
-    with ctx.run.lock(), StopFlag() as stop:
+    with ctx.run.lock("oracle"), StopFlag() as stop:
         return run_oracle(ctx.cfg, ctx.run, stop)
 
 

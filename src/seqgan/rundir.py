@@ -260,9 +260,10 @@ class RunDir:
         return out
 
     # lock --------------------------------------------------------------------
-    def lock(self) -> RunLock | contextlib.nullcontext:
-        """The run's writer lock; in a distributed run only rank 0 writes, so only it locks."""
-        return RunLock(self.root / ".lock") if main_process() else contextlib.nullcontext()
+    def lock(self, stage: str = "") -> RunLock | contextlib.nullcontext:
+        """The run's writer lock, naming the stage that takes it (`seqgan status` shows it); in a
+        distributed run only rank 0 writes, so only it locks."""
+        return RunLock(self.root / ".lock", stage) if main_process() else contextlib.nullcontext()
 
 
 def main_process() -> bool:
@@ -302,10 +303,11 @@ def to_json(obj: Any, **kwargs: Any) -> str:
 
 
 class RunLock:
-    """An exclusive advisory lock so two processes cannot write one run at once."""
+    """An exclusive advisory lock so two processes cannot write one run at once. The lock file
+    holds the holder's pid, and on a second line the stage it works on."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, stage: str = ""):
+        self.path, self.stage = path, stage
         self.fd: int | None = None
         self.created: list[Path] = []  # folders this lock made, innermost first
 
@@ -322,14 +324,11 @@ class RunLock:
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            holder = ""
-            try:
-                holder = f" (pid {self.path.read_text().strip()})"
-            except OSError:
-                pass
+            pid, stage = read_lock_file(self.path)
+            holder = f" (pid {pid}{f', at {stage}' if stage else ''})" if pid else ""
             raise SeqGANError(f"run directory {self.path.parent} is in use by another process{holder}") from None
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, str(os.getpid()).encode())
+        os.write(self.fd, f"{os.getpid()}\n{self.stage}\n".encode() if self.stage else str(os.getpid()).encode())
         remove_stale_temp_files(self.path.parent)
         return self
 
@@ -345,3 +344,14 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def read_lock_file(path: Path) -> tuple[int, str]:
+    """(pid, stage) as a lock file holds them; (0, "") for what cannot be read, "" for no stage
+    (a lock taken by an older version holds the pid alone)."""
+    try:
+        lines = path.read_text().splitlines()
+        pid = int(lines[0].strip())
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return 0, ""
+    return pid, lines[1].strip() if len(lines) > 1 else ""

@@ -64,7 +64,7 @@ def _checkpoint_files(run: RunDir) -> dict[str, tuple[int, int]]:
 def pretrain_generator(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.mle import pretrain_generator as fit
 
-    with run.lock():
+    with run.lock("pretrain generator"):
         device, tokenizer = _begin(cfg, run)
         t0 = time.monotonic()
         with _recorded(cfg, run), StopFlag() as stop:
@@ -79,7 +79,7 @@ def generate(cfg: Config, run: RunDir, split: str = "train", max_pairs: int | No
     """Sample one response per context of `split` with the best pretrained (or adversarial) generator."""
     if split not in SPLITS:
         raise SeqGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    with run.lock():
+    with run.lock("generate"):
         device, tokenizer = _begin(cfg, run)
         gen, which = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         data = PairDataset.load(run.split_path(split), tokenizer.vocab_size)
@@ -118,7 +118,7 @@ def _tsv(s: str) -> str:
 def pretrain_discriminator(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.discriminator import pretrain_discriminator as fit
 
-    with run.lock():
+    with run.lock("pretrain discriminator"):
         device, tokenizer = _begin(cfg, run)
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         t0 = time.monotonic()
@@ -136,7 +136,7 @@ def train(cfg: Config, run: RunDir) -> dict:
     from seqgan.training.checkpoint import restoring
     from seqgan.training.optim import load_optimizer_state, make_adamw
 
-    with run.lock():
+    with run.lock("train"):
         device, tokenizer = _begin(cfg, run)
         gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, "pretrained")
         gen.train()
@@ -159,7 +159,7 @@ def train(cfg: Config, run: RunDir) -> dict:
 def evaluate(cfg: Config, run: RunDir) -> dict:
     from seqgan.evaluate import evaluate_run
 
-    with run.lock():
+    with run.lock("evaluate"):
         device, tokenizer = _begin(cfg, run)
         result = evaluate_run(cfg, run, device, tokenizer)
         run.write_config(cfg)
@@ -193,7 +193,7 @@ def run_all(cfg: Config, run: RunDir) -> dict:
     say(f"[1/6] prepare -> {run.root}")
     world, _ = distributed.init(cfg.runtime.device)  # under torchrun, rank 0 alone prepares; the others wait
     if world.main:
-        with run.lock():
+        with run.lock("prepare"):
             results["prepare"] = prepare(cfg, run)
     world.barrier()
     say("[2/6] pretrain generator (MLE)")

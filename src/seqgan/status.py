@@ -16,17 +16,20 @@ from pathlib import Path
 
 from seqgan import config as C
 from seqgan.errors import SeqGANError
-from seqgan.rundir import RunDir, duration
+from seqgan.rundir import RunDir, duration, read_lock_file
 
 # checkpoint folder -> the command that trains it
 DIALOGUE_STAGES = {"generator": "pretrain generator", "discriminator": "pretrain discriminator",
                    "adversarial": "train"}
+# the stage a lock names (RunDir.lock) -> its row, where the names differ
+LOCK_ROWS = {"train": "train (adversarial)"}
 
 
-def lock_holder(run: RunDir) -> int | None:
-    """The pid of the command that holds the run's lock (0 when its pid cannot be read), or None
-    when no command holds it. A shared lock is tried and dropped at once: a command starting in
-    those microseconds would be told the run is in use, as with any other holder."""
+def lock_holder(run: RunDir) -> tuple[int, str] | None:
+    """(pid, stage) of the command that holds the run's lock (pid 0 when it cannot be read, stage
+    "" when the lock names none), or None when no command holds it. A shared lock is tried and
+    dropped at once: a command starting in those microseconds would be told the run is in use,
+    as with any other holder."""
     path = run.root / ".lock"
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -36,10 +39,7 @@ def lock_holder(run: RunDir) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                return int(path.read_text().strip())
-            except (OSError, ValueError):
-                return 0
+            return read_lock_file(path)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -172,20 +172,27 @@ def run_status(run: RunDir) -> dict:
     oracle = not any(p.exists() for p in (run.data_dir, run.tokenizer_dir, *(run.checkpoint(s).parent
                                                                             for s in DIALOGUE_STAGES)))
     rows = _oracle_stages(run, cfg) if oracle else _dialogue_stages(run, cfg)
-    pid = lock_holder(run)
+    holder = lock_holder(run)
+    pid, stage = holder or (None, "")
     records = run.read_metrics()
     last = records[-1] if records else None
-    pending = [r for r in rows if r["status"] not in ("done",)]
-    if pid is not None and pending:
-        pending[0]["status"] = "running"
+    pending = [r for r in rows if r["status"] != "done"]
+    if holder is not None:
+        # the row of the stage the holder names; a lock that names none (an older version's) or
+        # the whole oracle experiment: the first stage not done. `generate` trains no stage.
+        at = [r for r in rows if r["stage"] == LOCK_ROWS.get(stage, stage)] if stage and stage != "oracle" else pending[:1]
+        for r in at:
+            r["status"] = "running"
     command = "oracle" if oracle else "run"
-    if pid is not None:
-        next_step = f"a command (pid {pid}) is at work on the run" if pid else "a command is at work on the run"
+    if holder is not None:
+        who = f"a command (pid {pid})" if pid else "a command"
+        next_step = f"{who} is at work on the run" + (f": {stage}" if stage else "")
     elif pending:
         next_step = f"seqgan {command} --run-dir {run.root} goes on from {pending[0]['stage']}"
     else:
         next_step = f"complete: seqgan chat --run-dir {run.root}" if not oracle else "complete: see oracle.json"
-    out = {"run": str(run.root), "kind": "oracle" if oracle else "dialogue", "running_pid": pid, "stages": rows, "next": next_step}
+    out = {"run": str(run.root), "kind": "oracle" if oracle else "dialogue", "running_pid": pid,
+           "running_stage": stage or None, "stages": rows, "next": next_step}
     when = last.get("time") if isinstance(last, dict) else None
     if isinstance(when, int | float) and 0 <= when < 1e11:  # a clock time (a hand-edited line may hold anything)
         out["last_record"] = {"stage": last.get("stage"), "time": when,

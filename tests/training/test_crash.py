@@ -2,24 +2,18 @@
 resuming reaches the same weights as a run that was never interrupted; SIGTERM saves and exits."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from support import prepared_copy
 
 from seqgan.rundir import RunDir
 
 # long enough to be killed mid-run, short enough for the suite: ~15 epochs of the tiny preset
 ARGS = ("pretrain.epochs=15", "runtime.checkpoint_every=4", "pretrain.log_every=1000")
-
-
-def _copy(tiny_run: Path, dst: Path) -> RunDir:
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    return RunDir(dst)
 
 
 def _start(run: RunDir) -> subprocess.Popen:
@@ -54,7 +48,7 @@ def _weights(run: RunDir) -> dict:
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_path):
-    full, killed = _copy(tiny_run, tmp_path / "full"), _copy(tiny_run, tmp_path / "killed")
+    full, killed = prepared_copy(tiny_run, tmp_path / "full"), prepared_copy(tiny_run, tmp_path / "killed")
     proc = _start(killed)
     _wait_for_step(proc, killed, 8)
     time.sleep(0.3)  # between two checkpoints, possibly while one is being written
@@ -79,7 +73,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_run, tmp_path):
-    run = _copy(tiny_run, tmp_path / "term")
+    run = prepared_copy(tiny_run, tmp_path / "term")
     proc = _start(run)
     _wait_for_step(proc, run, 4)
     proc.send_signal(signal.SIGTERM)

@@ -1,11 +1,10 @@
 """Discriminator training: length-bucketed balanced batches, embeddings started from the generator."""
 
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from support import dialogues, one_line, run_cli, write_jsonl
+from support import dialogues, one_line, prepared_copy, run_cli, write_jsonl
 
 from seqgan.config import from_dict, load_config
 from seqgan.data.tokenizer import Tokenizer
@@ -70,9 +69,7 @@ def test_init_embeddings_needs_equal_widths():
 
 @pytest.mark.parametrize("init", [True, False])
 def test_pretraining_starts_from_the_generator_embeddings(tiny_run, tmp_path, init):
-    dst = tmp_path / "run"
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    run = RunDir(dst)
+    run = prepared_copy(tiny_run, tmp_path / "run")
     cfg = from_dict(run.read_config())
     dc = cfg.discriminator
     dc.init_embeddings, dc.rounds, dc.pairs_per_round, dc.lr, dc.weight_decay = init, 1, 64, 1e-12, 0.0

@@ -2,25 +2,19 @@
 and no device-specific calls in the code."""
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from support import one_line, run_cli
+from support import one_line, prepared_copy, run_cli
 
 from seqgan.rundir import RunDir
 from seqgan.training.optim import Stepper
 
 
-def _copy(tiny_run, dst) -> RunDir:
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    return RunDir(dst)
-
-
 @pytest.fixture(scope="module")
 def fp32_run(tiny_run, tmp_path_factory):
-    run = _copy(tiny_run, tmp_path_factory.mktemp("fp32") / "r")
+    run = prepared_copy(tiny_run, tmp_path_factory.mktemp("fp32") / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, *ARGS, "runtime.precision=fp32") == 0
     return run
 
@@ -35,7 +29,7 @@ def _losses(run: RunDir) -> list[float]:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_pretraining_learns_like_fp32_and_keeps_fp32_weights(tiny_run, fp32_run, tmp_path,
                                                                             precision):
-    run = _copy(tiny_run, tmp_path / precision)
+    run = prepared_copy(tiny_run, tmp_path / precision)
     assert run_cli("pretrain", "generator", "--run-dir", run.root, *ARGS, f"runtime.precision={precision}") == 0
     losses, reference = _losses(run), _losses(fp32_run)
     assert losses[-1] < losses[0] - 0.1  # it learns
@@ -64,7 +58,7 @@ def test_fp16_scaler_skips_an_overflowing_step_and_lowers_its_scale():
 
 
 def test_bad_precision_or_device_is_one_line_exit_2(tiny_run, tmp_path, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "runtime.precision=fp8") == 2
     assert "runtime.precision" in one_line(capsys.readouterr().err)
     if not torch.cuda.is_available():
@@ -74,7 +68,7 @@ def test_bad_precision_or_device_is_one_line_exit_2(tiny_run, tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_pipeline_in_bf16(tiny_run, tmp_path):
-    run = _copy(tiny_run, tmp_path / "cuda")
+    run = prepared_copy(tiny_run, tmp_path / "cuda")
     overrides = ("runtime.device=cuda", "runtime.precision=bf16")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, *overrides) == 0
     assert run_cli("pretrain", "discriminator", "--run-dir", run.root, *overrides) == 0
@@ -91,7 +85,7 @@ def test_the_code_never_calls_cuda_directly():
 def test_fp16_discriminator_keeps_one_loss_scale_across_rounds_and_resumes(tiny_run, tmp_path, monkeypatch):
     from seqgan.training import discriminator as dtrain
 
-    run = _copy(tiny_run, tmp_path / "fp16d")
+    run = prepared_copy(tiny_run, tmp_path / "fp16d")
     fp16 = "runtime.precision=fp16"
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3", fp16) == 0
     calls = []  # (stepper, its loss scale when the call starts)

@@ -5,12 +5,11 @@ import io
 import json
 import os
 import random
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from support import dialogues, one_line, run_cli, write_jsonl
+from support import dialogues, one_line, prepared_copy, run_cli, write_jsonl
 
 import seqgan.training.adversarial as adversarial
 import seqgan.training.discriminator as dtrain
@@ -23,13 +22,8 @@ from seqgan.training.discriminator import DExamples, train_epochs
 from seqgan.training.optim import NonfiniteGuard
 
 
-def _copy(tiny_run, dst) -> RunDir:
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    return RunDir(dst)
-
-
 def _setup(tiny_run, dst, **runtime):
-    run = _copy(tiny_run, dst)
+    run = prepared_copy(tiny_run, dst)
     cfg = from_dict(run.read_config())
     cfg.pretrain.epochs = 1
     for k, v in runtime.items():
@@ -76,7 +70,7 @@ def test_too_many_nonfinite_steps_in_a_row_stop_and_keep_the_good_checkpoint(tin
 def test_a_learning_rate_that_blows_the_weights_up_stops_with_exit_1_and_saves_nothing(tiny_run, tmp_path, capsys):
     """Finite gradients, weights no longer finite after the step: no step is skipped, so the
     stage used to end with exit 0 and non-finite weights in its checkpoints."""
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.lr=1e308", "pretrain.epochs=1") == 1
     err = one_line(capsys.readouterr().err)
     assert "the generator MLE diverged: its weights are no longer finite" in err and "pretrain.lr" in err
@@ -90,7 +84,7 @@ def test_a_learning_rate_that_blows_the_weights_up_stops_with_exit_1_and_saves_n
 
 
 def test_a_full_stdout_or_a_file_where_the_run_keeps_a_folder_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     for step in (1, 2):
         run.log("pretrain_generator", step=step, epoch=0, loss=5.0 - step, lr=1e-3, tokens_per_s=100.0)
     (run.root / "plots").write_text("not a folder")
@@ -111,7 +105,7 @@ def test_a_full_stdout_or_a_file_where_the_run_keeps_a_folder_is_one_line(tiny_r
 
 def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survives_a_resume(tiny_run, tmp_path,
                                                                                          monkeypatch, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root) == 0
     assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
     real, calls, bad = adversarial.GeneratorObjective.forward, [0], {3, 4}
@@ -141,7 +135,7 @@ def test_adversarial_steps_skip_non_finite_losses_and_the_count_in_a_row_survive
 ], ids=["pretraining", "adversarial"])
 def test_discriminator_steps_count_non_finite_steps_in_a_row_across_rounds_and_a_resume(
         tiny_run, tmp_path, monkeypatch, capsys, command, stage, key, more, what):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root) == 0
     if stage == "adversarial":
         assert run_cli("pretrain", "discriminator", "--run-dir", run.root) == 0
@@ -203,7 +197,7 @@ def test_disk_full_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
 
 
 def test_disk_full_or_unwritable_run_dir_is_one_line_exit_2(tiny_run, tmp_path, monkeypatch, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -252,14 +246,14 @@ def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path
     (("model.discriminator.filter_sizes=[1, 2]",), "must have the same length"),
 ])
 def test_invalid_overrides_are_one_line_exit_2(tiny_run, tmp_path, capsys, args, message):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 
 
 def test_random_bytes_as_checkpoints_exit_2(tiny_run, tmp_path, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     rng = random.Random(0)
     for stage in ("generator", "discriminator", "adversarial"):
         path = run.checkpoint(stage, "last")
@@ -277,7 +271,7 @@ def test_export_safetensors_round_trip(tiny_run, tmp_path, capsys, monkeypatch):
     from seqgan.artifacts import load_generator
     from seqgan.export import load_exported
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=3") == 0
     out = tmp_path / "exported"
     assert run_cli("export", "--run-dir", run.root, "--checkpoint", "pretrained", "--out", out) == 0
@@ -350,7 +344,7 @@ def test_mismatched_checkpoints_exit_2_with_one_line(tiny_run, tmp_path, capsys,
     from seqgan.training.checkpoint import save_checkpoint
     from seqgan.training.mle import generator_config
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     cfg = from_dict(run.read_config())
     tok = Tokenizer.load(run.spm_model)
     gen_cfg = generator_config(cfg, tok.vocab_size)
@@ -386,7 +380,7 @@ def test_a_generator_saved_with_other_settings_of_the_same_shapes_is_refused(tin
     from seqgan.training.checkpoint import save_checkpoint
     from seqgan.training.mle import generator_config
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     tok = Tokenizer.load(run.spm_model)
     mine = generator_config(from_dict(run.read_config()), tok.vocab_size)
     other = replace(mine, num_heads=mine.num_heads * 2, num_layers=mine.num_layers + 1)
@@ -526,7 +520,7 @@ def test_an_empty_directory_name_to_compare_is_refused_not_read_as_the_current_o
 def test_data_encoded_by_another_tokenizer_is_refused_with_one_line(tiny_run, tmp_path, capsys):
     import json
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     manifest = run.data_dir / "manifest.json"
     m = json.loads(manifest.read_text())
     m["tokenizer_hash"] = "0" * 64  # as if prepare stopped between swapping the tokenizer and the data
@@ -553,7 +547,7 @@ def test_a_folder_of_other_files_is_not_taken_for_a_run(tmp_path, capsys, monkey
 
 
 def test_an_oracle_experiment_and_a_dialogue_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
-    dialogue = _copy(tiny_run, tmp_path / "d")
+    dialogue = prepared_copy(tiny_run, tmp_path / "d")
     before = dialogue.config_path.read_bytes()
     assert run_cli("oracle", "--config", "tiny", "--run-dir", dialogue.root) == 2
     assert "holds a dialogue run (data/), not an oracle experiment" in one_line(capsys.readouterr().err)
@@ -581,7 +575,7 @@ def test_a_command_that_stops_on_a_missing_stage_leaves_config_yaml_as_it_was(tm
 
 
 def test_damaged_or_odd_inputs_are_one_line(tiny_run, tmp_path, capsys):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain") == 2  # overrides are optional: only the model is named as missing
     assert one_line(capsys.readouterr().err).startswith("seqgan: the following arguments are required: STAGE (")
     test = run.split_path("test")
@@ -630,5 +624,5 @@ def test_a_second_sigterm_stops_at_once_with_sigterms_exit_code(tiny_run, tmp_pa
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setitem(cli.COMMANDS, "train", stopped_twice)
-    assert run_cli("train", "--run-dir", _copy(tiny_run, tmp_path / "r").root) == 143
+    assert run_cli("train", "--run-dir", prepared_copy(tiny_run, tmp_path / "r").root) == 143
     assert "interrupted" in capsys.readouterr().err

@@ -1,11 +1,12 @@
 """An interrupted stage resumes to exactly the weights of an uninterrupted run."""
 
 import copy
+import os
 import shutil
 
 import pytest
 import torch
-from support import run_cli
+from support import one_line, prepared_copy, run_cli
 
 from seqgan.config import from_dict
 from seqgan.data.tokenizer import Tokenizer
@@ -30,13 +31,8 @@ class StopAfter:
         return self.signame is not None
 
 
-def _copy(tiny_run, dst):
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl", ".lock"))
-    return RunDir(dst)
-
-
 def test_mle_resume_after_interrupt_equals_uninterrupted(tiny_run, tmp_path):
-    a, b = _copy(tiny_run, tmp_path / "a"), _copy(tiny_run, tmp_path / "b")
+    a, b = prepared_copy(tiny_run, tmp_path / "a"), prepared_copy(tiny_run, tmp_path / "b")
     cfg = from_dict(a.read_config())
     cfg.runtime.checkpoint_every = 10_000  # only the interrupt saves mid-run
     tok = Tokenizer.load(a.spm_model)
@@ -62,7 +58,7 @@ def test_a_learning_rate_given_on_a_resume_takes_effect_at_the_saved_point_of_th
     from seqgan.training.mle import generator_config
     from seqgan.training.optim import make_adamw, warmup_cosine
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     cfg = from_dict(run.read_config())
     cfg.pretrain.max_steps, cfg.runtime.checkpoint_every = 6, 10_000
     tok = Tokenizer.load(run.spm_model)
@@ -90,7 +86,7 @@ def test_a_learning_rate_given_on_a_resume_takes_effect_at_the_saved_point_of_th
 
 
 def test_corrupt_checkpoint_exits_2_with_message(tiny_run, tmp_path, capsys):
-    r = _copy(tiny_run, tmp_path / "c")
+    r = prepared_copy(tiny_run, tmp_path / "c")
     path = r.checkpoint("generator", "last")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x80\x02 definitely not a checkpoint")
@@ -100,10 +96,10 @@ def test_corrupt_checkpoint_exits_2_with_message(tiny_run, tmp_path, capsys):
 
 
 def test_run_lock_refuses_a_second_writer(tiny_run, tmp_path, capsys):
-    r = _copy(tiny_run, tmp_path / "d")
-    with r.lock():
+    r = prepared_copy(tiny_run, tmp_path / "d")
+    with r.lock("train"):
         assert run_cli("pretrain", "generator", "--run-dir", r.root) == 2
-    assert "in use by another process" in capsys.readouterr().err
+    assert one_line(capsys.readouterr().err).endswith(f"is in use by another process (pid {os.getpid()}, at train)")
 
 
 def _last_state(run: RunDir, stage: str) -> dict:
@@ -111,7 +107,7 @@ def _last_state(run: RunDir, stage: str) -> dict:
 
 
 def test_a_raised_time_budget_continues_a_stage_the_old_one_stopped(tiny_run, tmp_path):
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     tiny_budget = "pretrain.max_minutes=0.00001"  # 0.6 ms: the first step uses it up
     assert run_cli("pretrain", "generator", "--run-dir", run.root, tiny_budget) == 0
     first = _last_state(run, "generator")
@@ -139,7 +135,7 @@ def test_discriminator_resumes_inside_a_round_to_the_uninterrupted_weights(tiny_
     from seqgan.artifacts import load_generator
     from seqgan.training.discriminator import pretrain_discriminator
 
-    a = _copy(tiny_run, tmp_path / "a")
+    a = prepared_copy(tiny_run, tmp_path / "a")
     assert run_cli("pretrain", "generator", "--run-dir", a.root, "pretrain.max_steps=2") == 0
     b = RunDir(shutil.copytree(a.root, tmp_path / "b"))
     cfg = from_dict(a.read_config())
@@ -181,7 +177,7 @@ def test_a_stage_that_stops_before_its_first_checkpoint_leaves_config_yaml_as_it
     nothing (it recorded a refused command's overrides, e.g. after bad data)."""
     from support import one_line
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     assert run_cli("pretrain", "generator", "--run-dir", run.root, "pretrain.max_steps=2") == 0
     recorded, last = run.config_path.read_bytes(), run.checkpoint("generator", "last").read_bytes()
     capsys.readouterr()
@@ -194,7 +190,7 @@ def test_a_stage_that_stops_before_its_first_checkpoint_leaves_config_yaml_as_it
 def test_a_resume_mid_epoch_refuses_another_batching(tiny_run, tmp_path, capsys):
     from support import one_line
 
-    run = _copy(tiny_run, tmp_path / "r")
+    run = prepared_copy(tiny_run, tmp_path / "r")
     cfg = from_dict(run.read_config())
     cfg.runtime.checkpoint_every = 10_000
     tok = Tokenizer.load(run.spm_model)
