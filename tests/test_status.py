@@ -109,6 +109,29 @@ def test_status_of_an_oracle_experiment(tmp_path, capsys):
     assert status["kind"] == "oracle" and [r["status"] for r in status["stages"]] == ["not started"] * 3
 
 
+def test_status_shows_the_evaluation_of_the_round_in_progress(tmp_path):
+    """An adversarial round is evaluated minutes before its checkpoint: status reads that figure
+    from metrics.jsonl, and a figure the checkpoint holds too is not counted twice."""
+    import torch
+
+    run = RunDir(tmp_path / "o")
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run.root, "oracle.mle_epochs=1", "oracle.d_pretrain_rounds=1",
+                   "oracle.adv_rounds=2", "oracle.eval_every=1") == 0
+    ckpt = torch.load(run.checkpoint("oracle"), weights_only=True)
+    curve = [c for c in ckpt["state"]["curve"] if c["phase"] == "adversarial"]
+    assert [c["index"] for c in curve] == [0, 1]
+    row = _rows(run_status(run))["oracle adversarial"]
+    low = min(curve, key=lambda c: c["nll_oracle"])
+    assert row["detail"].endswith(f"NLL-oracle {curve[1]['nll_oracle']:.3f} at 1, lowest {low['nll_oracle']:.3f} "
+                                  f"at {low['index']}")
+    # the checkpoint of round 1 (0-based round 1 evaluated, not yet saved): metrics.jsonl has its figure
+    ckpt["state"].update(adv_round=1, complete=False, curve=ckpt["state"]["curve"][:-1])
+    torch.save(ckpt, run.checkpoint("oracle"))
+    assert _rows(run_status(run))["oracle adversarial"] == {**row, "status": "stopped", "done": 1,
+                                                            "detail": row["detail"].replace("round 2 of 2",
+                                                                                            "round 1 of 2")}
+
+
 def test_status_refuses_what_is_not_a_run(tmp_path, capsys):
     assert run_cli("status", "--run-dir", tmp_path / "nothing") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -133,7 +133,7 @@ def _evaluation(run: RunDir) -> dict:
     return {"stage": "evaluate", "status": "done", "detail": detail}
 
 
-def _oracle_stages(run: RunDir, cfg: C.Config) -> list[dict]:
+def _oracle_stages(run: RunDir, cfg: C.Config, records: list) -> list[dict]:
     o = cfg.oracle
     state, damaged = _saved_state(run.checkpoint("oracle"))
     if damaged:
@@ -142,6 +142,12 @@ def _oracle_stages(run: RunDir, cfg: C.Config) -> list[dict]:
     seconds = state.get("seconds") if isinstance(state.get("seconds"), dict) else {}
     curve = state.get("curve") if isinstance(state.get("curve"), list) else []
     curve = [c for c in curve if isinstance(c, dict) and isinstance(c.get("nll_oracle"), float)]
+    # an adversarial round is evaluated after its generator step, minutes before its checkpoint:
+    # metrics.jsonl has that figure first (a resume from the checkpoint evaluates the round again)
+    saved = _count(state, "adv_round")
+    curve += [r for r in records if isinstance(r, dict) and r.get("stage") == "oracle"
+              and r.get("phase") == "adversarial" and isinstance(r.get("index"), int) and r["index"] >= saved
+              and isinstance(r.get("nll_oracle"), float)][-1:]
     rows, reached = [], True  # a phase starts once the one before it is done
     for name, key, total, unit, phase in (("oracle MLE", "epoch", o.mle_epochs, "epoch", "mle"),
                                           ("oracle D pretraining", "d_round", o.d_pretrain_rounds, "round", "d_pretrain"),
@@ -171,10 +177,10 @@ def run_status(run: RunDir) -> dict:
     # prepare writes a dialogue run's config.yaml with its data; an oracle experiment writes its own first
     oracle = not any(p.exists() for p in (run.data_dir, run.tokenizer_dir, *(run.checkpoint(s).parent
                                                                             for s in DIALOGUE_STAGES)))
-    rows = _oracle_stages(run, cfg) if oracle else _dialogue_stages(run, cfg)
+    records = run.read_metrics()
+    rows = _oracle_stages(run, cfg, records) if oracle else _dialogue_stages(run, cfg)
     holder = lock_holder(run)
     pid, stage = holder or (None, "")
-    records = run.read_metrics()
     last = records[-1] if records else None
     pending = [r for r in rows if r["status"] != "done"]
     if holder is not None:
