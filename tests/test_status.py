@@ -1,5 +1,6 @@
 """`seqgan status`: each stage as its checkpoint holds it, the lock holder, what comes next."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -57,11 +58,18 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
         status = run_status(run)
         assert not [r for r in status["stages"] if r["status"] == "running"]
         assert status["next"] == f"a command (pid {pid}) is at work on the run: generate"
-    with run.lock():  # a lock that names no stage (an older version's): the first stage not done
+    with run.lock():  # a lock that names no stage: the first stage not done
         assert lock_holder(run) == (pid, "")
         status = run_status(run)
         assert [r["stage"] for r in status["stages"] if r["status"] == "running"] == ["pretrain discriminator"]
         assert status["next"] == f"a command (pid {pid}) is at work on the run"
+    fd = os.open(run.root / ".lock", os.O_RDWR | os.O_TRUNC)  # an older version's lock: the pid alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, str(pid).encode())
+        assert lock_holder(run) == (pid, "")
+    finally:
+        os.close(fd)
     assert lock_holder(run) is None  # and status did not keep the lock from the next command
 
     # an evaluation older than a generator checkpoint is stale

@@ -328,7 +328,7 @@ class RunLock:
             holder = f" (pid {pid}{f', at {stage}' if stage else ''})" if pid else ""
             raise SeqGANError(f"run directory {self.path.parent} is in use by another process{holder}") from None
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n{self.stage}\n".encode() if self.stage else str(os.getpid()).encode())
+        os.write(self.fd, f"{os.getpid()}\n{self.stage}\n".encode())
         remove_stale_temp_files(self.path.parent)
         return self
 
