@@ -8,12 +8,14 @@ models' shapes) divided by this machine's fp32 matmul rate, measured in the same
     g_step      one adversarial generator step: 64 samples, 16 rollouts of every prefix, D's
                 scores of the 19,520 completed sequences, one policy-gradient update
 
-    python benchmarks/oracle_phases.py [--repeats 3] [--precisions fp32,bf16]
+    python benchmarks/oracle_phases.py [--repeats 3] [--precisions fp32,bf16] [--phases mle_epoch,d_epoch]
 
 Prints one JSON object: the matmul rate (GFLOP/s) and per phase its median seconds, FLOPs,
 floor seconds and the ratio seconds / floor. Each precision (`runtime.precision`: the training
 forwards under autocast; sampling stays fp32) times the same phases from the same starting
 models, side by side; a phase under bf16 is keyed `NAME_bf16` and its floor stays the fp32 one.
+`cpu_capability` names the vector instructions PyTorch uses here (bf16 is fast only on AVX-512
+CPUs; on AVX2 it is emulated).
 """
 
 from __future__ import annotations
@@ -76,7 +78,11 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, rate: float, repeats: int) -> dict:
+PHASES = ("mle_epoch", "sample", "d_epoch", "g_step")
+
+
+def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, rate: float, repeats: int,
+                phases: tuple[str, ...] = PHASES) -> dict:
     """Each phase's median seconds under `precision`, from copies of the same starting models."""
     o, device = cfg.oracle, torch.device("cpu")
     gen, disc = copy.deepcopy(gen0), copy.deepcopy(disc0)
@@ -94,7 +100,7 @@ def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, ra
     }
     result = {}
     for name, fn in steps.items():
-        if name == "sample" and precision != "fp32":
+        if name not in phases or (name == "sample" and precision != "fp32"):
             continue  # sampling has no precision setting
         fn()  # warm-up
         s = timed(fn, repeats)
@@ -103,6 +109,8 @@ def time_phases(cfg, gen0, disc0, real, fake, g, precision: str, flops: dict, ra
         result[key] = {"s": round(s, 3), "gflop": round(flops[name] / 1e9, 1), "floor_s": round(floor, 3),
                        "ratio": round(s / floor, 2)}
         print(f"{key}: {s:.2f} s (floor {floor:.2f} s)", file=sys.stderr, flush=True)
+    if "d_epoch" not in phases:
+        return result
     # the training accuracy of one more D epoch after the timed ones
     fit = discriminator_epochs(disc, d_opt, real, fake, 1, o, rng, device, precision=precision)
     result[f"d_accuracy_{precision}"] = round(fit["accuracy"], 4)
@@ -113,7 +121,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
     args = ap.parse_args()
+    phases = tuple(args.phases.split(","))
+    if not set(phases) <= set(PHASES):
+        ap.error(f"--phases: choose from {', '.join(PHASES)}")
     cfg = load_config("oracle-paper")
     o = cfg.oracle
     torch.manual_seed(0)
@@ -136,9 +148,10 @@ def main() -> None:
         "g_step": 2 * (lstm * (rollout_tokens + o.batch_size * o.seq_len * 4) + cnn * scored),
     }
     fake = sample_generator(gen0, o.num_samples, o.seq_len, o.num_samples, g)
-    result = {"matmul_gflops": round(rate, 1), "threads": torch.get_num_threads()}
+    result = {"matmul_gflops": round(rate, 1), "threads": torch.get_num_threads(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for precision in args.precisions.split(","):
-        result.update(time_phases(cfg, gen0, disc0, real, fake, g, precision, flops, rate, args.repeats))
+        result.update(time_phases(cfg, gen0, disc0, real, fake, g, precision, flops, rate, args.repeats, phases))
     print(json.dumps(result))
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import sys
+from functools import cache
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from seqgan.config import RuntimeConfig
 from seqgan.errors import ConfigError
@@ -40,6 +43,28 @@ def setup(rt: RuntimeConfig) -> torch.device:
         rt.progress = False
     seed_everything(distributed.per_rank_seed(rt.seed, world))
     return resolve_device(device_name)
+
+
+@cache
+def note_emulated_precision(precision: str) -> None:
+    """Say once per process, where training first runs under bf16 / fp16 on a CPU, when oneDNN has
+    no native kernels for it there: PyTorch emulates them (an AVX2 CPU: docs/BENCHMARKS.md)."""
+    from seqgan.rundir import main_process
+
+    if native_kernels(precision) is False and main_process():
+        tqdm.write(f"note: runtime.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
+              f"native {precision} kernels, so PyTorch emulates them, several times slower than fp32 here",
+              file=sys.stderr)
+
+
+def native_kernels(precision: str) -> bool | None:
+    """Whether oneDNN has native CPU kernels for bf16 (AVX-512 and newer) / fp16 (AVX-512-FP16 or
+    AMX) here, None where this PyTorch cannot tell. An AVX2 CPU has neither."""
+    probe = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}.get(precision)
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)()) if probe else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def seed_everything(seed: int) -> None:

@@ -30,6 +30,34 @@ def test_lstm_steps_equal_forward_and_select_repeats_rows():
     assert torch.allclose(g.step(rep, x[[2, 2, 0], 3:4])[:, 0], full[[2, 2, 0], 3], atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_lstm_under_bf16_autocast_runs_with_or_without_the_cpus_reduced_precision_kernel(monkeypatch, kernel):
+    """CPUs without AVX-512 have no oneDNN bf16 LSTM and raised under autocast; there the
+    recurrence runs in fp32 (equal to the fp32 model's) while the output layer keeps bf16."""
+    import seqgan.models.lstm as lstm_module
+
+    if kernel and not lstm_module.autocast_lstm_works(torch.bfloat16):
+        pytest.skip("this CPU has no bf16 LSTM kernel")
+    if not kernel:
+        monkeypatch.setattr(lstm_module, "autocast_lstm_works", lambda dtype: False)
+    g = lstm().train()
+    x = torch.randint(0, 30, (3, 7))
+    h32, _ = g.lstm(g.embed(x))
+    seen = []
+    g.lstm.register_forward_hook(lambda m, args, out: seen.append(out[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = g(None, None, x)
+        st = g.start(None, None, batch_size=3)
+        stepped = g.step(st, x[:, :2])
+    assert logits.dtype == stepped.dtype == torch.bfloat16
+    assert torch.allclose(logits.float(), g(None, None, x), atol=0.05)
+    if not kernel:
+        assert seen[0].dtype == torch.float32 and torch.equal(seen[0], h32)
+        assert torch.equal(seen[1], h32[:, :2])
+    F.cross_entropy(logits.float().reshape(-1, 30), x.reshape(-1)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in g.parameters() if p.requires_grad)
+
+
 def numpy_oracle_logits(a: dict, tokens: np.ndarray) -> np.ndarray:
     """The original code's equations, written out in numpy. tokens: (B, T) inputs."""
     sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731

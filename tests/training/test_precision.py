@@ -112,3 +112,20 @@ def test_fp16_discriminator_keeps_one_loss_scale_across_rounds_and_resumes(tiny_
     assert calls[2][1] == 1024.0
     adv = torch.load(run.checkpoint("adversarial", "last"), weights_only=True)
     assert adv["d_amp"]["scaler"]["scale"] == steppers[4].scaler.get_scale()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_reduced_precision_on_a_cpu_without_its_kernels_says_so_once(monkeypatch, capsys, native):
+    import seqgan.runtime as runtime
+
+    monkeypatch.setattr(runtime, "native_kernels", lambda precision: native)
+    runtime.note_emulated_precision.cache_clear()
+    model = torch.nn.Linear(2, 1)
+    for precision in ("fp32", "bf16", "bf16"):
+        Stepper(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, torch.device("cpu"), precision)
+    runtime.note_emulated_precision.cache_clear()
+    err = capsys.readouterr().err
+    if native:
+        assert err == ""
+    else:
+        assert err.count("\n") == 1 and "runtime.precision=bf16" in err and "emulates" in err

@@ -6,6 +6,7 @@ so sampling, rollouts and NLL code serve both. Unconditional: src and src_mask a
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,26 @@ from seqgan.models.generator import GeneratorConfig
 
 ORACLE_ARRAYS = ("embedding", "Wi", "Ui", "bi", "Wf", "Uf", "bf", "Wo_gate", "Uo_gate", "bo_gate", "Wc", "Uc", "bc",
                  "W_out", "b_out")
+
+
+@cache
+def autocast_lstm_works(dtype: torch.dtype) -> bool:
+    """Whether nn.LSTM runs under CPU autocast to `dtype`. Autocast sends it to oneDNN's
+    reduced-precision LSTM, which CPUs without AVX-512 (AVX2 only) lack: there it raises
+    "could not create a primitive descriptor". Tried once per dtype on a 1-wide LSTM."""
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            nn.LSTM(1, 1)(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
+
+
+def _cpu_autocast_dtype() -> torch.dtype | None:
+    """The dtype CPU autocast casts to where it is on, else None."""
+    if not torch.is_autocast_enabled("cpu"):
+        return None
+    return torch.get_autocast_dtype("cpu")
 
 
 class LSTMState:
@@ -47,6 +68,15 @@ class LSTMGenerator(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _lstm(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """nn.LSTM, in fp32 under a CPU autocast whose dtype this CPU's LSTM kernel lacks (the
+        recurrence is 4 x hidden wide, a small share of the work; the output layer keeps autocast)."""
+        dtype = _cpu_autocast_dtype() if x.device.type == "cpu" else None
+        if dtype is None or autocast_lstm_works(dtype):
+            return self.lstm(x, hx)
+        with torch.autocast("cpu", enabled=False):
+            return self.lstm(x.float(), None if hx is None else (hx[0].float(), hx[1].float()))
+
     @torch.no_grad()
     def init_normal_(self, std: float) -> LSTMGenerator:
         """Every parameter N(0, std), as the original code's generator (std 0.1); the fixed zero
@@ -58,7 +88,7 @@ class LSTMGenerator(nn.Module):
 
     def forward(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (B, T, V)."""
-        h, _ = self.lstm(self.embed(tgt_in))  # (B, T, hidden)
+        h, _ = self._lstm(self.embed(tgt_in))  # (B, T, hidden)
         return self.out(h)
 
     def start(self, src: torch.Tensor | None, src_mask: torch.Tensor | None,
@@ -69,7 +99,7 @@ class LSTMGenerator(nn.Module):
 
     def step(self, state: LSTMState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed k tokens (B, k); logits (B, k, V); the state moves on in place."""
-        h, (state.h, state.c) = self.lstm(self.embed(tokens), (state.h, state.c))
+        h, (state.h, state.c) = self._lstm(self.embed(tokens), (state.h, state.c))
         state.length += tokens.shape[1]
         return self.out(h)
 

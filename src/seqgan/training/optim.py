@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from seqgan import distributed
+from seqgan.runtime import note_emulated_precision
 
 
 def adam(params, lr: float, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
@@ -95,6 +96,8 @@ class Stepper:
         self.optimizer, self.model, self.grad_clip = optimizer, model, grad_clip
         self.device, self.precision, self.world = device, precision, world
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        if device.type == "cpu" and precision != "fp32":
+            note_emulated_precision(precision)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
