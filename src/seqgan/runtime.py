@@ -52,9 +52,9 @@ def note_emulated_precision(precision: str) -> None:
     from seqgan.rundir import main_process
 
     if native_kernels(precision) is False and main_process():
-        tqdm.write(f"note: runtime.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
-              f"native {precision} kernels, so PyTorch emulates them, several times slower than fp32 here",
-              file=sys.stderr)
+        tqdm.write(f"note: runtime.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                   f"has no native {precision} kernels, so PyTorch emulates them, several times slower than fp32 "
+                   "here", file=sys.stderr)
 
 
 def native_kernels(precision: str) -> bool | None:
