@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from seqgan.config import RuntimeConfig
 from seqgan.errors import ConfigError
+from seqgan.rundir import main_process
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,8 +50,6 @@ def setup(rt: RuntimeConfig) -> torch.device:
 def note_emulated_precision(precision: str) -> None:
     """Say once per process, where training first runs under bf16 / fp16 on a CPU, when oneDNN has
     no native kernels for it there: PyTorch emulates them (an AVX2 CPU: docs/BENCHMARKS.md)."""
-    from seqgan.rundir import main_process
-
     if native_kernels(precision) is False and main_process():
         tqdm.write(f"note: runtime.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
                    f"has no native {precision} kernels, so PyTorch emulates them, several times slower than fp32 "
