@@ -73,6 +73,17 @@ def test_evaluate_compare_refuses_a_damaged_eval_json(finished_run, tmp_path, ca
     assert (other / "eval.json").read_text() == text  # left as it was
 
 
+def test_evaluate_refuses_an_unreadable_adversarial_checkpoint(finished_run, tmp_path, capsys):
+    # a damaged checkpoint is an error, not a stage that has not run: eval.json keeps both columns
+    other = tmp_path / "broken"
+    shutil.copytree(finished_run, other)
+    before = (other / "eval.json").read_text()
+    RunDir(other).checkpoint("adversarial", "best").write_bytes(b"garbage")
+    assert run_cli("evaluate", "--run-dir", other) == 2
+    assert "adversarial" in one_line(capsys.readouterr().err)
+    assert (other / "eval.json").read_text() == before
+
+
 def test_second_run_skips_finished_stages(finished_run, capsys):
     before = RunDir(finished_run).checkpoint("adversarial", "last").stat().st_mtime_ns
     assert run_cli("run", "--run-dir", finished_run, "--json") == 0

@@ -134,13 +134,12 @@ def evaluate_run(cfg: Config, run: RunDir, device: torch.device, tokenizer) -> d
                     "generators": {}, "examples": []}
     samples, references = {}, response_words(data)  # the reference set, read once for both generators
     for which in ("pretrained", "adversarial"):
-        try:
-            gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, which)
-        except Exception as e:  # noqa: BLE001 - a missing stage is reported, not fatal
-            if which == "pretrained":
-                raise
-            print(f"evaluate: no adversarial generator ({e})", file=sys.stderr)
+        if which == "adversarial" and not run.checkpoint(artifacts.GENERATOR_STAGES[which], "best").exists():
+            # a stage not run yet is left out; an unreadable checkpoint is an error (exit 2), as the pretrained one's
+            print(f"evaluate: {run.root} has no adversarial generator yet (run 'seqgan train --run-dir {run.root}' "
+                  "for it); its column is left out", file=sys.stderr)
             continue
+        gen, _ = artifacts.load_generator(cfg, run, tokenizer, device, which)
         metrics, fakes = evaluate_generator(cfg, gen, tokenizer, data, idx, disc, device, references)
         result["generators"][which] = {k: round(float(v), 5) for k, v in metrics.items()}
         samples[which] = fakes

@@ -15,9 +15,11 @@ def random_corpus(rng: random.Random, n: int, vocab: int, lo: int = 0, hi: int =
 
 
 def nltk_texygen(hyps, refs, n):
-    w = tuple([1.0 / n] * n)
+    """Texygen's BLEU: NLTK's sentence_bleu of each hypothesis against all references, sum / len."""
+    w = tuple(1.0 / n for _ in range(n))
     sf = SmoothingFunction().method1
-    return float(np.mean([sentence_bleu(refs, h, w, smoothing_function=sf) for h in hyps]))
+    bleu = [sentence_bleu(refs, h, w, smoothing_function=sf) for h in hyps]
+    return sum(bleu) / len(bleu)
 
 
 @pytest.mark.parametrize("seed, vocab, n", [(0, 6, 4), (1, 10, 3), (2, 4, 2), (3, 30, 4), (4, 8, 5)])
@@ -25,15 +27,26 @@ def test_texygen_bleu_equals_nltk_average(seed, vocab, n):
     rng = random.Random(seed)
     refs = random_corpus(rng, 40, vocab, lo=1)
     hyps = random_corpus(rng, 25, vocab, lo=0)  # includes empty and shorter-than-n hypotheses
-    assert texygen_bleu(hyps, refs, n) == pytest.approx(nltk_texygen(hyps, refs, n), abs=1e-9)
+    assert texygen_bleu(hyps, refs, n) == nltk_texygen(hyps, refs, n)  # bit for bit, not approximately
+
+
+def test_texygen_bleu_weights_multiply_as_nltk_does():
+    # log p / 3 and log p * (1 / 3) differ in the last bit here: the weights are multiplied
+    assert texygen_bleu([[1, 2, 0]], [[2, 1, 2]], 3) == sentence_bleu(
+        [[2, 1, 2]], [1, 2, 0], (1 / 3, 1 / 3, 1 / 3), smoothing_function=SmoothingFunction().method1)
+    rng = random.Random(11)
+    for n in (3, 5):
+        for _ in range(200):
+            refs, hyp = random_corpus(rng, rng.randint(1, 4), 3, lo=1, hi=6), random_corpus(rng, 1, 3, hi=6)
+            assert texygen_bleu(hyp, refs, n) == nltk_texygen(hyp, refs, n)
 
 
 def test_self_bleu_excludes_only_the_hypothesis_itself():
     rng = random.Random(5)
     samples = random_corpus(rng, 20, 6, lo=2)
     samples.append(list(samples[0]))  # a duplicate: it stays a reference for samples[0]
-    expected = np.mean([nltk_texygen([s], samples[:i] + samples[i + 1 :], 3) for i, s in enumerate(samples)])
-    assert self_bleu(samples, 3) == pytest.approx(expected, abs=1e-9)
+    each = [nltk_texygen([s], samples[:i] + samples[i + 1 :], 3) for i, s in enumerate(samples)]
+    assert self_bleu(samples, 3) == sum(each) / len(each)  # Texygen's SelfBleu, bit for bit
     # without exclusion every sample would find itself: BLEU 1
     assert nltk_texygen(samples, samples, 3) > self_bleu(samples, 3) + 0.1
     assert self_bleu([[1, 2, 3], [4, 5, 6]], 2) == 0.0
@@ -47,7 +60,7 @@ def test_texygen_bleus_of_words_equal_nltk_per_order():
     assert h[0] == ["i'm", "fine", ",", "thanks", "!"] and h[2] == []  # corpus BLEU's 13a split
     got = texygen_bleus(h, r, (2, 3, 4))
     for n in (2, 3, 4):
-        assert got[f"texygen_bleu_{n}"] == pytest.approx(nltk_texygen(h, r, n), abs=1e-12)
+        assert got[f"texygen_bleu_{n}"] == nltk_texygen(h, r, n)
 
 
 def test_corpus_bleu_hand_computed():
@@ -88,6 +101,7 @@ def test_roc_auc_equals_pairwise_count_with_ties():
 
 def test_accuracy_and_fooling_rate():
     assert accuracy(np.array([1.0, -1.0]), np.array([-2.0, 3.0])) == 0.5
+    assert math.isnan(accuracy(np.array([]), np.array([]))) and math.isnan(fooling_rate(np.array([])))
     assert fooling_rate(np.array([1.0, -1.0, 2.0, -3.0])) == 0.5
 
 

@@ -57,8 +57,14 @@ def _sentence_bleu(hyp: Tokens, n: int, clip: list[dict], ref_len: int) -> float
         bp = 0.0
     else:
         bp = math.exp(1 - ref_len / c)
+    w = 1.0 / n  # multiplied, as NLTK's weights are: x / 3 and x * (1 / 3) can differ in the last bit
     logs = [math.log((EPSILON if num == 0 else num) / den) for num, den in zip(nums, dens, strict=True)]
-    return bp * math.exp(math.fsum(lg / n for lg in logs))
+    return bp * math.exp(math.fsum(w * lg for lg in logs))
+
+
+def _mean(scores: list[float]) -> float:
+    """Texygen's average, sum(bleu) / len(bleu): summed left to right, so equal to it bit for bit."""
+    return float(sum(scores) / len(scores))
 
 
 class ReferenceSet:
@@ -89,7 +95,7 @@ def texygen_bleus(hypotheses: list[Tokens], references: list[Tokens], orders: Se
     if not hypotheses or not references:
         return {f"texygen_bleu_{n}": 0.0 for n in orders}
     refs = ReferenceSet(references, max(orders))
-    return {f"texygen_bleu_{n}": float(np.mean([refs.bleu(h, n) for h in hypotheses])) for n in orders}
+    return {f"texygen_bleu_{n}": _mean([refs.bleu(h, n) for h in hypotheses]) for n in orders}
 
 
 def words(text: str) -> list[str]:
@@ -147,4 +153,4 @@ def self_bleu(samples: list[Tokens], n: int, max_samples: int | None = None, see
         lengths = sorted(L for L, m in length_count.items() if m > 0)
         length_count[len(h)] += 1
         scores.append(_sentence_bleu(h, n, clip, _closest(lengths, len(h))))
-    return float(np.mean(scores))
+    return _mean(scores)

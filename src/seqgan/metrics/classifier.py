@@ -7,8 +7,10 @@ import numpy as np
 
 def accuracy(logits_real: np.ndarray, logits_fake: np.ndarray) -> float:
     """Share of real judged real (logit > 0) and generated judged generated."""
-    correct = (np.asarray(logits_real) > 0).sum() + (np.asarray(logits_fake) <= 0).sum()
-    return float(correct / max(1, len(logits_real) + len(logits_fake)))
+    real, fake = np.asarray(logits_real), np.asarray(logits_fake)
+    if len(real) + len(fake) == 0:
+        return float("nan")  # undefined, as fooling_rate's: not "always wrong"
+    return float(((real > 0).sum() + (fake <= 0).sum()) / (len(real) + len(fake)))
 
 
 def fooling_rate(logits_fake: np.ndarray) -> float:
