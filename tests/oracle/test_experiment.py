@@ -69,6 +69,43 @@ def test_sigterm_ends_the_round_in_progress_saves_and_the_resumed_run_matches(tm
     assert resumed["complete"] and resumed["curve"] == whole["curve"]
 
 
+def _weights(run) -> dict:
+    ckpt = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)
+    return {f"{part}.{k}": v for part in ("model", "discriminator", "rollout") for k, v in ckpt[part].items()}
+
+
+def test_how_often_a_run_evaluates_leaves_its_training_unchanged(tmp_path, capsys):
+    """Evaluating every epoch and round, and a run stopped after 2 rounds (its last round is
+    evaluated) then extended to 4, train the very weights of a run evaluated every other one."""
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", tmp_path / "a", "oracle.adv_rounds=4", "--json") == 0
+    a = json.loads(capsys.readouterr().out)
+    b = tmp_path / "b"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", b, "oracle.adv_rounds=2", "oracle.eval_every=1") == 0
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", b, "oracle.adv_rounds=4", "oracle.eval_every=1",
+                   "--json") == 0
+    curve_b = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["curve"]
+    assert len(curve_b) > len(a["curve"])
+    wa, wb = _weights(tmp_path / "a"), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # an evaluation's samples depend on its generator, phase and index only: shared points agree
+    points_b = {(c["phase"], c["index"]): c["nll_oracle"] for c in curve_b}
+    assert all(points_b[(c["phase"], c["index"])] == c["nll_oracle"] for c in a["curve"])
+
+
+def test_the_oracle_trains_under_fp16_its_loss_scale_carried_from_step_to_step(tmp_path, capsys):
+    """fp16's first steps overflow at the initial scale of 2**16; a Stepper kept for the run lowers
+    it and the later steps are taken (one made afresh for each step skipped every generator step)."""
+    run = tmp_path / "r"
+    assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "runtime.precision=fp16", "oracle.adv_rounds=12",
+                   "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    ckpt = torch.load(RunDir(run).checkpoint("oracle", "last"), weights_only=True)
+    assert out["complete"] and out["skipped_steps"] < 12
+    assert ckpt["state"]["nonfinite"]["generator"] == 0  # the last generator step was taken
+    scales = {k: amp["scaler"]["scale"] for k, amp in ckpt["amp"].items()}
+    assert set(scales) == {"mle", "discriminator", "generator"} and scales["generator"] < 2.0**16
+
+
 def test_a_resume_with_another_policy_gradient_loss_is_refused(tmp_path, capsys):
     run = tmp_path / "r"
     assert run_cli("oracle", "--config", "tiny", "--run-dir", run, "oracle.pg_loss=row_mean") == 0
@@ -181,7 +218,7 @@ def test_a_non_finite_mle_step_is_skipped_and_too_many_in_a_row_stop():
 
 
 def test_the_count_of_non_finite_generator_steps_in_a_row_survives_a_resume(tmp_path, capsys, monkeypatch):
-    def step(gen, rollout, reward, opt, batch_size, seq_len, *args):  # every generator step is non-finite
+    def step(gen, rollout, reward, opt, batch_size, seq_len, *args, **kwargs):  # every generator step is non-finite
         return torch.zeros(batch_size, seq_len), False
 
     monkeypatch.setattr(experiment, "generator_step", step)

@@ -52,6 +52,7 @@ from seqgan.training.policy import (
 from seqgan.training.rollout import discriminator_reward, rollout_rewards, update_rollout_policy
 from seqgan.training.signals import Interrupted, StopFlag, signal_name
 
+D_GRAD_CLIP = 1e9  # the original clips no discriminator gradient
 PAPER = {"mle": 9.038, "seqgan": 8.736, "original_code_round_150": 8.683}  # its published log stops there
 STAGE = "oracle"
 
@@ -92,13 +93,14 @@ def sample_generator(gen: nn.Module, num: int, seq_len: int, batch_size: int, g:
 
 def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, batch_size: int, grad_clip: float,
               rng: np.random.Generator, device: torch.device, precision: str = "fp32",
-              guard: NonfiniteGuard | None = None) -> int:
+              guard: NonfiniteGuard | None = None, stepper: Stepper | None = None) -> int:
     """One teacher-forced epoch over the oracle's samples (N, T) in a shuffled order, the forward
     under `precision`'s autocast. Returns the number of non-finite steps it skipped; `guard` (by
     default a fresh one with `runtime.max_nonfinite`'s default limit) raises FloatingPointError at
-    its limit in a row. Pass one guard to every epoch for the count in a row to span them."""
+    its limit in a row. Pass one guard to every epoch for the count in a row to span them, and one
+    `stepper` for fp16's loss scale to carry over."""
     gen.train()
-    stepper = Stepper(opt, gen, grad_clip, device, precision)
+    stepper = stepper or Stepper(opt, gen, grad_clip, device, precision)
     guard = guard or NonfiniteGuard(RuntimeConfig.max_nonfinite, "MLE")
     skipped_before = guard.skipped
     perm = rng.permutation(len(real))
@@ -115,32 +117,35 @@ def mle_epoch(gen: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, ba
 
 def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
                          epochs: int, o: OracleConfig, rng: np.random.Generator, device: torch.device,
-                         precision: str = "fp32", checkpoint: str = "", guard: NonfiniteGuard | None = None) -> dict:
+                         precision: str = "fp32", checkpoint: str = "", guard: NonfiniteGuard | None = None,
+                         stepper: Stepper | None = None) -> dict:
     """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
     the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
-    clipping (the original has none)."""
-    dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=1e9, label_smoothing=0.0)
+    clipping (the original has none). `stepper`: one for the whole run (see d_stepper)."""
+    dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=D_GRAD_CLIP, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
-                               extra_loss=l2, precision=precision, checkpoint=checkpoint, guard=guard)
+                               extra_loss=l2, precision=precision, checkpoint=checkpoint, guard=guard, stepper=stepper)
 
 
 def generator_step(gen: nn.Module, rollout: nn.Module, reward, opt: torch.optim.Optimizer, batch_size: int,
                    seq_len: int, rollouts: int, grad_clip: float, chunk_rows: int, g: torch.Generator,
-                   device: torch.device, precision: str = "fp32", pg_loss: str = "sum") -> tuple[torch.Tensor, bool]:
+                   device: torch.device, precision: str = "fp32", pg_loss: str = "sum",
+                   stepper: Stepper | None = None) -> tuple[torch.Tensor, bool]:
     """One adversarial generator step: a batch of samples, Monte-Carlo rollout rewards under D,
     policy gradient without a baseline (as the original), its forward under `precision`'s
     autocast (sampling and rollouts stay fp32). `pg_loss="sum"` sums -log G(y_t) * Q_t over the
     batch's tokens as the original does, so its gradient is batch_size times the row mean's and
     the clipping at `grad_clip` acts on that sum. Returns the rewards (B, T) and whether the step
-    was taken (False: a non-finite loss or gradient, skipped)."""
+    was taken (False: a non-finite loss or gradient, skipped). Pass one `stepper` to every step:
+    under fp16 its loss scale, lowered after an overflow, must carry over to the next step."""
     seqs = sample_generator(gen, batch_size, seq_len, batch_size, g).to(device)  # (B, T)
     rewards = rollout_rewards(rollout, reward, None, None, seqs, rollouts, max_len=seq_len, bos_id=0, eos_id=None,
                               pad_id=0, chunk_rows=chunk_rows, generator=g)
     mask = torch.ones_like(seqs, dtype=torch.bool)
     adv, _ = apply_baseline(rewards, mask, "none")  # the original: no baseline
     gen.eval()  # the log-probs of the policy that sampled (a transformer generator's dropout off)
-    stepper = Stepper(opt, gen, grad_clip, device, precision)
+    stepper = stepper or Stepper(opt, gen, grad_clip, device, precision)
     with stepper.autocast():
         logp, _ = token_log_probs(gen, None, None, seqs, bos_id=0)
     loss = policy_gradient_loss(logp, adv, mask)  # the row mean
@@ -194,6 +199,12 @@ def _check_same_experiment(cfg: Config, ckpt: dict, oracle_hash: str, run: RunDi
                           "curve), or use another --run-dir")
 
 
+def _eval_generator(seed: int, phase: str, index: int) -> torch.Generator:
+    """The random numbers of one NLL-oracle evaluation: a function of the seed, phase and index only."""
+    key = np.random.SeedSequence([seed, 4, ("mle", "adversarial").index(phase), index]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(key))
+
+
 def _examples(real: torch.Tensor, fake: torch.Tensor) -> dtrain.DExamples:
     n_r, n_f = len(real), len(fake)
     empty = np.zeros(0, dtype=np.int64)
@@ -230,6 +241,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     g_opt = adam(gen.parameters(), o.gen_lr)
     d_opt = adam(disc.parameters(), o.d_lr)
     adv_opt = adam(gen.parameters(), o.gen_lr)
+    amp: dict = {}
     rollout = None
     g = torch.Generator().manual_seed(seed + 1)
     state = {"epoch": 0, "d_round": 0, "adv_round": 0, "curve": [], "complete": False, "skipped_steps": 0,
@@ -245,6 +257,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
             load_optimizer_state(g_opt, ckpt["optimizer"])
             load_optimizer_state(d_opt, ckpt["d_optimizer"])
             load_optimizer_state(adv_opt, ckpt["adv_optimizer"])
+            amp = ckpt.get("amp", {})
             if "rollout" in ckpt:
                 rollout = copy.deepcopy(gen)
                 load_model_state(rollout, ckpt["rollout"], path)
@@ -257,6 +270,14 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
                               f"with oracle.pg_loss={was} (changing the loss mid-run mixes two protocols), or use "
                               "another --run-dir")
 
+    # one Stepper per optimizer for the whole run, fp16's loss scale carried over from step to step
+    # (made after the checks above: a CPU's note on emulated precision follows a refusal, not before it)
+    precision = cfg.runtime.precision
+    steppers = {"mle": Stepper(g_opt, gen, o.grad_clip, device, precision),
+                "discriminator": Stepper(d_opt, disc, D_GRAD_CLIP, device, precision),
+                "generator": Stepper(adv_opt, gen, o.grad_clip, device, precision)}
+    for k, stepper in steppers.items():
+        stepper.load_state_dict(amp.get(k, {}))
     # one guard per kind of step for the whole run: its count in a row spans epochs, rounds and resumes
     guards = {k: NonfiniteGuard(cfg.runtime.max_nonfinite, what, str(path), in_a_row=state["nonfinite"].get(k, 0))
               for k, what in (("mle", "MLE"), ("discriminator", "discriminator"), ("generator", "generator"))}
@@ -266,7 +287,8 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         extra = {"rollout": rollout.state_dict()} if rollout is not None else {}
         save_checkpoint(path, config=to_dict(cfg), tokenizer_hash=None, oracle_hash=oracle_hash, model=gen.state_dict(),
                         discriminator=disc.state_dict(), optimizer=g_opt.state_dict(), d_optimizer=d_opt.state_dict(),
-                        adv_optimizer=adv_opt.state_dict(), state=dict(state), rng=rng_state(g), **extra)
+                        adv_optimizer=adv_opt.state_dict(), state=dict(state), rng=rng_state(g),
+                        amp={k: stepper.state_dict() for k, stepper in steppers.items()}, **extra)
 
     def save_and_check() -> None:
         save()
@@ -274,7 +296,9 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
             raise Interrupted(signal_name(stop), str(path))
 
     def evaluate(phase: str, index: int) -> float:
-        samples = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
+        # its own random numbers, not the training's `g`: how often a run evaluates (eval_every, or
+        # the last epoch of a phase that a resume extends) leaves its training unchanged
+        samples = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, _eval_generator(seed, phase, index))
         nll = nll_oracle(oracle, samples.to(device), start_token=0, batch_size=1024)
         state["curve"].append({"phase": phase, "index": index, "nll_oracle": round(nll, 4)})
         run.log("oracle", phase=phase, index=index, nll_oracle=round(nll, 4))
@@ -296,12 +320,13 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         return f" ({duration(each)} {unit}{rest})"
 
     run.write_config(cfg)
-    progress, precision = cfg.runtime.progress, cfg.runtime.precision
+    progress = cfg.runtime.progress
 
     def d_epochs(epochs: int, rng: np.random.Generator) -> dict:
         fake = sample_generator(gen, o.num_samples, o.seq_len, o.num_samples, g)
         fit = discriminator_epochs(disc, d_opt, real, fake, epochs, o, rng, device, precision=precision,
-                                   checkpoint=str(path), guard=guards["discriminator"])
+                                   checkpoint=str(path), guard=guards["discriminator"],
+                                   stepper=steppers["discriminator"])
         state["skipped_steps"] += fit["skipped_steps"]
         return fit
 
@@ -311,7 +336,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
     while state["epoch"] < o.mle_epochs:
         state["skipped_steps"] += mle_epoch(gen, g_opt, real, o.batch_size, o.grad_clip,
                                             np.random.default_rng([seed, 1, state["epoch"]]), device, precision,
-                                            guard=guards["mle"])
+                                            guard=guards["mle"], stepper=steppers["mle"])
         if state["epoch"] % o.eval_every == 0 or state["epoch"] == o.mle_epochs - 1:
             evaluate("mle", state["epoch"])
         state["epoch"] += 1
@@ -350,7 +375,7 @@ def run_oracle(cfg: Config, run: RunDir, stop: StopFlag | None = None) -> dict:
         disc.eval()
         rewards, stepped = generator_step(gen, rollout, reward, adv_opt, o.batch_size, o.seq_len, o.rollouts,
                                           o.grad_clip, cfg.adversarial.rollout_chunk, g, device, precision,
-                                          o.pg_loss)
+                                          o.pg_loss, stepper=steppers["generator"])
         state["skipped_steps"] += not guards["generator"].record(stepped)
         if r % o.eval_every == 0 or r == o.adv_rounds - 1:
             evaluate("adversarial", r)
