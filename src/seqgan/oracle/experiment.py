@@ -6,7 +6,8 @@ NLL of generator samples under the oracle) is logged every `eval_every` epochs/r
 uses the same pieces as dialogue training (mle_loss, rollout_rewards, policy_gradient_loss,
 discriminator epochs): the data and the metric differ, not the algorithm. It resumes at epoch or
 round boundaries with every RNG state restored, so an interrupted run ends where an uninterrupted
-one would.
+one would; evaluations draw their own random numbers, so how often a run evaluates does not change
+its training.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def discriminator_epochs(disc: nn.Module, opt: torch.optim.Optimizer, real: torc
                          stepper: Stepper | None = None) -> dict:
     """k epochs of D over real (label 1) and generated (label 0) sequences, batches half and half,
     the forward under `precision`'s autocast; the CNN's L2 term on its output layer; no gradient
-    clipping (the original has none). `stepper`: one for the whole run (see d_stepper)."""
+    clipping (the original has none). Pass one `stepper` to every call of a run (fp16's loss scale)."""
     dcfg = DiscriminatorTrainConfig(batch_size=o.batch_size, grad_clip=D_GRAD_CLIP, label_smoothing=0.0)
     l2 = (lambda d: o.d_l2 * d.l2_penalty()) if hasattr(disc, "l2_penalty") and o.d_l2 > 0 else None
     return dtrain.train_epochs(disc, opt, _examples(real, fake), epochs, dcfg, device, rng, min_len=o.seq_len,
