@@ -1,4 +1,8 @@
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from support import run_cli
@@ -65,6 +69,7 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     ("eval.max_pairs=0", "eval.max_pairs: must be positive (or null for no limit), got 0"),
     ("pretrain.max_minutes=-1", "pretrain.max_minutes: must be positive (or null for no limit), got -1.0"),
     ("discriminator.pairs_per_round=0", "discriminator.pairs_per_round: must be positive"),
+    ("discriminator.rounds=0", "discriminator.rounds: must be positive, got 0"),  # no checkpoint: train could not start
     ("eval.num_examples=-1", "eval.num_examples: must be zero or more, got -1"),
     ("model.generator.num_heads=0", "model.generator.num_heads: must be positive, got 0"),
     ("model.discriminator.num_layers=-1", "model.discriminator.num_layers: must be positive"),
@@ -171,3 +176,14 @@ def test_every_example_in_the_top_level_help_parses():
         args = build_parser().parse_args(argv)
         assert args.command == argv[0] and all("=" in o for o in args.overrides)
     assert "examples:" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("args, message", [((), "the following arguments are required: -a/--action"),
+                                           (("-a", "pretrain"), "-a pretrain needs -m generator|discriminator"),
+                                           (("-a", "train", "-m", "generator"), "-a train takes no -m")])
+def test_the_original_projects_command_line_refuses_in_one_line(args, message):
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "run"), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(root / "src")})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr

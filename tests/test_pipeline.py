@@ -6,12 +6,16 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from support import dialogues, one_line, run_cli, write_jsonl
 
 from seqgan.rundir import RunDir
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +130,16 @@ def test_input_that_is_not_utf8_is_answered(finished_run, capsys):
     assert chat_loop(from_dict(r.read_config()), r, None, stdin=stdin, stdout=io.StringIO()) == {"turns": 2}
 
 
+@pytest.mark.parametrize("closed, args", [(0, ("chat",)), (1, ("status",)), (1, ("compare", "--n", "2"))])
+def test_a_closed_stdin_or_stdout_is_end_of_input_or_nowhere_to_print(finished_run, closed, args):
+    """Started with `<&-` or `>&-` (Python's sys.stdin or sys.stdout is then None)."""
+    proc = subprocess.run([sys.executable, "-m", "seqgan", *args, "--run-dir", str(finished_run)],
+                          stdin=subprocess.DEVNULL if closed else None, stdout=None if closed else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(closed), env={**os.environ, "PYTHONPATH": SRC})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-1000:]
+
+
 def test_chat_repl_reset_and_quit(finished_run, monkeypatch):
     from seqgan.chat import Responder, chat_loop
     from seqgan.config import from_dict
@@ -230,6 +244,10 @@ def test_plot_series_of_a_resumed_stage_keep_one_point_per_step():
     # the old point at 30 belongs to a trajectory that was thrown away
     killed = [{"stage": "s", "step": x, "loss": v} for x, v in [(10, 1.0), (20, 2.0), (30, 1.0), (20, 2.5)]]
     assert _series(killed, "s", "step", "loss") == ([10, 20], [1.0, 2.5])
+    # a hand-edited metrics.jsonl: a step that is no number is skipped, not a crash
+    edited = [{"stage": "s", "step": "x", "loss": 1.0}, {"stage": "s", "step": None, "loss": 1.0},
+              {"stage": "s", "step": 3, "loss": "high"}, {"stage": "s", "step": 4, "loss": 0.5}]
+    assert _series(edited, "s", "step", "loss") == ([4], [0.5])
 
 
 def test_the_oracle_plot_puts_the_adversarial_rounds_after_the_mle_epochs(tmp_path, capsys):

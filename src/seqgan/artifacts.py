@@ -21,6 +21,7 @@ GENERATOR_STAGES = {"pretrained": "generator", "adversarial": "adversarial"}
 
 def load_tokenizer(run: RunDir) -> Tokenizer:
     if not run.spm_model.exists():
+        run.check_new_run_allowed()  # an oracle experiment or another folder: 'seqgan prepare' there is refused too
         raise SeqGANError(f"{run.root} has no tokenizer yet; run 'seqgan prepare --run-dir {run.root}' first")
     tokenizer = Tokenizer.load(run.spm_model)
     # the encoded data must come from this tokenizer (prepare swaps the two folders one by one)

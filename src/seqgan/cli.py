@@ -29,6 +29,7 @@ ORACLE_PRESET = "oracle-quick"  # `seqgan oracle`'s default: chitchat-cpu has no
 SINGLE_PROCESS_COMMANDS = ("oracle", "chat", "respond", "serve", "compare", "export", "plot")
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
                   errno.EEXIST, errno.EPIPE}  # EEXIST: a file where the run keeps a folder; EPIPE: stdout's reader gone
+PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP}  # a path argument no file system can hold or resolve
 
 
 class Ctx:
@@ -359,6 +360,7 @@ def _store_paths_absolute(cfg: C.Config, stored: dict | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _open_closed_std_streams()
     try:
         args = parse_args(argv)
     except SystemExit as e:  # bad arguments (one line already printed), --help, --version
@@ -387,6 +389,9 @@ def _run(args: argparse.Namespace) -> int:
         if isinstance(e, FloatingPointError):
             print(f"seqgan {args.command}: stopped: {e}", file=sys.stderr)
             return 1
+        if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename:
+            print(f"seqgan {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+            return 2
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # disk full, read-only, no permission
             where = f": {e.filename}" if e.filename else ""
             if not e.filename:  # stdout (compare's markdown): nothing more goes to it
@@ -398,8 +403,6 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C outside a stage's handler (130), or a second signal in it
         print(f"seqgan {args.command}: interrupted", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    if sys.stdout is None:  # started with stdout closed: nothing to print to
-        return 0
     try:
         if args.json and main_process():
             sys.stdout.write(to_json(result) + "\n")
@@ -409,6 +412,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"seqgan {args.command}: error: cannot write the output: {e.strerror}", file=sys.stderr)
         return 2
     return 0
+
+
+def _open_closed_std_streams() -> None:
+    """A process started with stdin or stdout closed (`<&-`, `>&-`) has None for them: read end of
+    file from stdin (chat ends at once) and write nothing to stdout, rather than fail on None."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
 def _drop_stdout() -> None:

@@ -444,7 +444,7 @@ def validate(cfg: Config) -> None:
         "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs", "runtime.checkpoint_every",
         "pretrain.log_every", "discriminator.log_every", "adversarial.log_every", "adversarial.eval_every",
         "adversarial.g_steps", "tokenizer.max_sentences", "pretrain.epochs", "discriminator.epochs_per_round",
-        "adversarial.d_pairs", "pretrain.grad_clip", "discriminator.grad_clip", "adversarial.grad_clip",
+        "adversarial.d_pairs", "discriminator.rounds", "pretrain.grad_clip", "discriminator.grad_clip", "adversarial.grad_clip",
         "adversarial.gumbel_tau", "runtime.checkpoint_minutes", "runtime.max_nonfinite",
         *(f"model.{m}.{k}" for m in ("generator", "discriminator")
           for k in ("embed_dim", "hidden_dim", "ff_dim", "num_layers", "num_heads", "max_len")),
@@ -457,7 +457,7 @@ def validate(cfg: Config) -> None:
         if not flat[key] > 0:
             raise ConfigError(f"{key}: must be positive, got {flat[key]}")
     for key in ("oracle.mle_epochs", "oracle.d_pretrain_rounds", "oracle.adv_rounds", "oracle.adv_d_steps",
-                "oracle.d_l2", "pretrain.warmup_steps", "discriminator.rounds", "adversarial.steps",
+                "oracle.d_l2", "pretrain.warmup_steps", "adversarial.steps",
                 "adversarial.d_steps", "adversarial.d_epochs", "adversarial.mle_every", "adversarial.mle_weight",
                 "adversarial.penalty_lambda", "adversarial.entropy_coef", "adversarial.kl_coef", "runtime.threads"):
         if not flat[key] >= 0:

@@ -34,18 +34,21 @@ def _series(records: list[dict], stage: str, x: str, y: str, phase: str | None =
     points: dict = {}
     last = None  # the x of the record before
     for r in records:
-        if r.get("stage") != stage or y not in r or x not in r:
+        if r.get("stage") != stage or y not in r or not _is_number(r.get(x)):  # a hand-edited line: skipped
             continue
         if phase is not None and r.get("phase") != phase:
             continue
         if last is not None and r[x] <= last:  # a resumed attempt: what the last one logged from here is void
             points = {k: v for k, v in points.items() if k < r[x]}
         last = r[x]
-        v = r[y]
-        if isinstance(v, int | float) and math.isfinite(v):
-            points[r[x]] = v
+        if _is_number(r[y]):
+            points[r[x]] = r[y]
     xs = sorted(points)
     return xs, [points[k] for k in xs]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def oracle_timeline(records: list[dict], mle_epochs: int | None) -> tuple[list, int]:

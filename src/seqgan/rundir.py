@@ -11,6 +11,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -39,14 +40,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+# the temp files of atomic_write_bytes: mkstemp's ".NAME." + 8 random characters + ".tmp"
+_TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def remove_stale_temp_files(root: Path) -> list[Path]:
-    """Delete temp files that a killed process left behind (`.NAME.*.tmp` of `atomic_write_bytes`).
+    """Delete temp files that a killed process left behind (`.NAME.XXXXXXXX.tmp` of
+    `atomic_write_bytes`), in a run directory only (one with config.yaml): a folder given as
+    --run-dir by mistake keeps its files, whatever their names.
 
     Called while holding the run's lock, so no stage is mid-write. `seqgan export` writes into
     RUN_DIR/export without the lock (it may run beside training), so that folder is left alone.
     """
     root = Path(root)
-    stale = [p for p in root.rglob(".*.tmp") if p.is_file() and p.relative_to(root).parts[0] != "export"]
+    if not (root / "config.yaml").is_file():
+        return []
+    stale = [p for p in root.rglob(".*.tmp") if _TEMP_FILE.fullmatch(p.name) and p.is_file()
+             and p.relative_to(root).parts[0] != "export"]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -314,6 +324,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         folder = self.path.parent
         self.created = [p for p in (folder, *folder.parents) if not p.exists()]
+        self.made_file = not self.path.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -336,11 +347,15 @@ class RunLock:
         if self.fd is not None:
             # a command that stopped before writing (e.g. `seqgan train --run-dir typo`) leaves no
             # folder behind; the lock file goes while still held, so no one else can have taken it
+            # nor a lock file in a folder that did not become a run directory (a --run-dir typo
+            # naming some other folder)
             with contextlib.suppress(OSError):
                 if self.created and os.listdir(self.path.parent) == [self.path.name]:
                     self.path.unlink()
                     for folder in self.created:
                         folder.rmdir()
+                elif self.made_file and not (self.path.parent / "config.yaml").exists():
+                    self.path.unlink()
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -157,3 +157,32 @@ def test_all_malformed_jsonl(tmp_path):
 def test_jsonl_fixture_roundtrip(tmp_path):
     d = dialogues(3)
     assert read_jsonl(write_jsonl(tmp_path / "x.jsonl", d)).dialogues == d
+
+
+def test_a_damaged_cached_archive_is_removed_with_one_error(tmp_path):
+    """The downloaded zip is read (its splits as nested zips); one whose member's deflate data is
+    damaged is removed like one that is no zip at all, so the next run downloads it again."""
+    import io
+    import zipfile
+
+    from seqgan.data.download import _extract
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train/dialogues_train.txt", "hello . __eou__ hi . __eou__\n" * 400)
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ijcnlp_dailydialog/train.zip", inner.getvalue())
+        z.writestr("ijcnlp_dailydialog/dialogues_text.txt", "hello . __eou__ hi . __eou__\n" * 400)
+    good = outer.getvalue()
+    zip_path = tmp_path / "ijcnlp_dailydialog.zip"
+    zip_path.write_bytes(good)
+    _extract(zip_path, tmp_path / "extracted")
+    assert (tmp_path / "extracted" / "ijcnlp_dailydialog" / "train" / "dialogues_train.txt").exists()
+
+    info = zipfile.ZipFile(io.BytesIO(good)).getinfo("ijcnlp_dailydialog/dialogues_text.txt")
+    at = info.header_offset + 30 + len(info.filename) + info.compress_size // 2  # inside its deflate stream
+    zip_path.write_bytes(good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1:])
+    with pytest.raises(DataError, match="is not a valid zip archive"):
+        _extract(zip_path, tmp_path / "again")
+    assert not zip_path.exists() and not (tmp_path / "again").exists()

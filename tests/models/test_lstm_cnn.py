@@ -110,6 +110,11 @@ def test_missing_or_incomplete_oracle_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "flat.npz", **{**a, "embedding": np.zeros(300)})
     with pytest.raises(SeqGANError, match="must be matrices"):
         load_oracle_params(tmp_path / "flat.npz")
+    np.savez(tmp_path / "nan.npz", **{**a, "W_out": np.full((5, 50), np.nan)})  # every NLL-oracle would be NaN
+    with pytest.raises(SeqGANError, match="the oracle array W_out holds NaN or infinite values"):
+        load_oracle_params(tmp_path / "nan.npz")
+    np.savez(tmp_path / "zeros.npz", **a)
+    assert load_oracle_params(tmp_path / "zeros.npz").config.vocab_size == 50  # finite and well shaped: loads
 
 
 def test_lstm_mle_learns_a_deterministic_corpus():

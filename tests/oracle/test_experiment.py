@@ -34,6 +34,9 @@ def test_oracle_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert "mle" in phases and "adversarial" in phases and out["complete"]
     assert out["oracle_self_nll"] < out["mle_nll_oracle"]  # the oracle knows its own data best
     assert out["skipped_steps"] == 0
+    # a dialogue command there says what the folder holds (its 'seqgan prepare' would be refused)
+    assert run_cli("pretrain", "generator", "--run-dir", a) == 2
+    assert "holds an oracle experiment, not a dialogue run" in capsys.readouterr().err
     # the same run, stopped after the MLE phase and resumed, reaches the same generator
     b = tmp_path / "b"
     assert run_cli("oracle", "--config", "tiny", "--run-dir", b, "oracle.d_pretrain_rounds=0",

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,20 +218,38 @@ def test_disk_full_or_unwritable_run_dir_is_one_line_exit_2(tiny_run, tmp_path, 
     assert err == [f"seqgan prepare: error: cannot use {blocker / 'run'} as a run directory: Not a directory"]
 
 
+def _temp_file(folder: Path, name: str) -> Path:
+    """A temp file named as atomic_write_bytes names its own (mkstemp's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.write(fd, b"half written")
+    os.close(fd)
+    return Path(tmp)
+
+
 def test_stale_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path):
     run = RunDir(tmp_path / "r")
-    stale = run.root / "checkpoints" / "generator" / ".last.pt.abc123.tmp"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"half a checkpoint")
+    run.root.mkdir()
+    (run.root / "config.yaml").write_text("name: tiny\n")
+    stale = _temp_file(run.root / "checkpoints" / "generator", "last.pt")
     keep = run.root / "checkpoints" / "generator" / "last.pt"
     keep.write_bytes(b"whole")
+    mine = run.root / "checkpoints" / ".notes.tmp"  # a user's file, not named as ours are
+    mine.write_text("x")
     # an export writing into the run without the lock (beside training): its temp file is not touched
-    live = run.root / "export" / "pretrained" / ".model.safetensors.xyz.tmp"
-    live.parent.mkdir(parents=True)
-    live.write_bytes(b"being written")
+    live = _temp_file(run.root / "export" / "pretrained", "model.safetensors")
     with run.lock():
         pass
-    assert not stale.exists() and keep.exists() and live.exists()
+    assert not stale.exists() and keep.exists() and live.exists() and mine.exists()
+
+
+def test_a_folder_that_is_no_run_keeps_its_files_and_gets_no_lock_file(tmp_path, capsys):
+    # `seqgan evaluate --run-dir FOLDER` naming some other folder by mistake
+    folder = tmp_path / "project"
+    ours = _temp_file(folder / "notes", "draft")
+    assert run_cli("evaluate", "--run-dir", folder) == 2
+    assert "not a run directory" in one_line(capsys.readouterr().err)
+    assert ours.exists() and sorted(p.name for p in folder.iterdir()) == ["notes"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -626,3 +646,10 @@ def test_a_second_sigterm_stops_at_once_with_sigterms_exit_code(tiny_run, tmp_pa
     monkeypatch.setitem(cli.COMMANDS, "train", stopped_twice)
     assert run_cli("train", "--run-dir", prepared_copy(tiny_run, tmp_path / "r").root) == 143
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [("status", "--run-dir", "a" * 300), ("prepare", "--config", "c" * 300),
+                                  ("respond", "--run-dir", "r" * 300, "hi")])
+def test_a_path_no_file_system_holds_is_one_line(args, capsys):
+    assert run_cli(*args) == 2
+    assert one_line(capsys.readouterr().err).endswith(": File name too long")

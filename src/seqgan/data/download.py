@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -57,7 +58,7 @@ def _extract(zip_path: Path, out: Path) -> None:
         for inner in list(tmp.rglob("*.zip")):
             with zipfile.ZipFile(inner) as z:
                 z.extractall(inner.parent)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError):  # not a zip, or a damaged member's data
         shutil.rmtree(tmp, ignore_errors=True)
         zip_path.unlink(missing_ok=True)
         raise DataError(f"{zip_path} is not a valid zip archive (removed; it will be downloaded again)") from None

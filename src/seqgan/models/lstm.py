@@ -133,6 +133,10 @@ def load_oracle_params(path: str | Path) -> LSTMGenerator:
     if wrong:
         raise SeqGANError(f"{path}: arrays of other shapes than one oracle's (vocabulary {V}, embedding {E}, "
                           f"hidden {H}): {', '.join(wrong[:3])}")
+    bad = [k for k in ORACLE_ARRAYS if not bool(torch.isfinite(a[k]).all())]
+    if bad:  # its samples and every NLL-oracle would be NaN
+        raise SeqGANError(f"{path}: the oracle array{'s' if len(bad) > 1 else ''} {', '.join(bad)} "
+                          f"hold{'' if len(bad) > 1 else 's'} NaN or infinite values")
     model = LSTMGenerator(GeneratorConfig(arch="lstm", conditional=False, vocab_size=V, embed_dim=E, hidden_dim=H,
                                           dropout=0.0))
     with torch.no_grad():
