@@ -202,6 +202,48 @@ def contexts(seed=0, B=4, S=7):
     return src, mask
 
 
+def test_beam_search_keeps_a_finished_hypothesis_that_open_ones_push_out():
+    # bos -> A (0.9), eos (0.09); A -> B or C (0.5 each), both then wander over twenty tokens: the
+    # two open beams [A, B], [A, C] push the finished [eos] (-2.41) out of the beam at step 2, and
+    # every hypothesis they lead to ends worse than it, by sum / length (-2.48 at best) as by sum
+    A, B, C, V = 4, 5, 6, 40
+    table = torch.full((V, V), -30.0)
+    table[BOS, A], table[BOS, EOS], table[BOS, 7] = torch.tensor([0.9, 0.09, 0.01]).log()
+    table[A, B], table[A, C] = torch.tensor([0.5, 0.5]).log()
+    table[B:C + 1, 10:30] = torch.tensor(0.05).log()
+    table[10:30, 10:30] = torch.tensor((1 - 1e-4) / 20).log()
+    table[10:30, EOS] = torch.tensor(1e-4).log()
+    for penalty in (0.0, 1.0):
+        out = beam_search(Bigram(table), None, None, max_len=10, num_beams=2, batch_size=1, length_penalty=penalty)
+        assert out.tolist() == [[EOS]]
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.5, 1.0, 2.0])
+def test_a_beam_as_wide_as_every_hypothesis_finds_the_exhaustive_search_best(penalty):
+    """Every sequence that ends in eos within max_len, or reaches max_len, scored by sum log-prob /
+    length ** penalty: the beam (with its finished pool and its early stop) returns the best."""
+    import itertools
+
+    V, max_len = 7, 4
+    g = torch.Generator().manual_seed(int(penalty * 10))
+    for _ in range(10):
+        table = torch.randn(V, V, generator=g) * 2
+        model = Bigram(table)
+        logp = torch.log_softmax(table, -1)  # pad and bos are never chosen (not renormalised away)
+        best, best_seq = float("-inf"), None
+        content = [t for t in range(V) if t not in (PAD, BOS, EOS)]
+        for n in range(1, max_len + 1):
+            for body in itertools.product(content, repeat=n - 1):
+                for last in ([EOS] + (content if n == max_len else [])):
+                    seq = [*body, last]
+                    score = sum(float(logp[p, t]) for p, t in zip([BOS, *seq[:-1]], seq, strict=True)) / n ** penalty
+                    if score > best + 1e-9:
+                        best, best_seq = score, seq
+        out = beam_search(model, None, None, max_len=max_len, num_beams=(V - 2) ** max_len, batch_size=1,
+                          length_penalty=penalty)
+        assert out[0].tolist() == best_seq
+
+
 def test_top_k_1_low_temperature_and_one_beam_equal_greedy_and_seeds_reproduce():
     gen = make(seed=2)
     src, mask = contexts(1)

@@ -198,41 +198,55 @@ def sample(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | No
 def beam_search(gen: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None, *, max_len: int,
                 num_beams: int = 4, batch_size: int | None = None, bos_id: int = 2, eos_id: int | None = 3,
                 pad_id: int = 1, length_penalty: float = 1.0) -> torch.Tensor:
-    """The best of num_beams hypotheses per row by sum log-prob / length ** length_penalty. (B, T)"""
+    """The best hypothesis per row by sum log-prob / length ** length_penalty (length counting eos). (B, T)
+
+    num_beams hypotheses stay open; one that emits eos leaves them for a finished pool, so it is
+    never pushed out by open ones that end worse. The search stops once every row has num_beams
+    finished hypotheses whose sums all reach its best open one's (sums only fall as a hypothesis
+    grows): the usual early stop, exact for length_penalty 0; with a length penalty a longer
+    hypothesis could still have scored higher, as in any beam search that stops before max_len."""
     B = src.shape[0] if src is not None else batch_size
     K = num_beams
     device = src.device if src is not None else next(gen.parameters()).device
-    state = gen.start(src, src_mask, batch_size=B).select(torch.arange(B, device=device).repeat_interleave(K))
+    rows = torch.arange(B, device=device)
+    state = gen.start(src, src_mask, batch_size=B).select(rows.repeat_interleave(K))
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one
     tokens = torch.full((B, K, 0), pad_id, dtype=torch.long, device=device)
-    lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=device)
+    best = torch.full((B,), float("-inf"), device=device)  # the finished pool: each row's best score,
+    pool = torch.full((B, K), float("-inf"), device=device)  # and the sums of its K highest-summing
+    best_tokens = torch.full((B, max_len), pad_id, dtype=torch.long, device=device)
     inp = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
     banned = special_ids(pad_id, bos_id, device) if eos_id is not None else None
-    for _ in range(max_len):
+    for t in range(max_len):
         logp = torch.log_softmax(gen.step(state, inp)[:, -1].float(), dim=-1).view(B, K, -1)  # (B, K, V)
         V = logp.shape[-1]
         if banned is not None:  # pad and bos are no response's token
             logp = forbid(logp, banned)
-        # a finished beam continues with pad at no cost, and only with pad
-        fin = torch.full_like(logp, float("-inf"))
-        fin[..., pad_id] = 0.0
-        logp = torch.where(done[..., None], fin, logp)
-        cand = (scores[..., None] + logp).view(B, K * V)
-        top, idx = cand.topk(K, dim=-1)  # (B, K)
+        # 2K candidates hold K that do not end in eos (each beam has one eos among its V)
+        top, idx = (scores[..., None] + logp).view(B, K * V).topk(min(2 * K, K * V), dim=-1)
         beam, tok = idx // V, idx % V
-        scores = top
+        ends = (tok == eos_id) & torch.isfinite(top) if eos_id is not None else torch.zeros_like(tok, dtype=torch.bool)
+        if bool(ends.any()):
+            pool = torch.cat([pool, torch.where(ends, top, float("-inf"))], 1).topk(K, dim=-1).values
+            norm = torch.where(ends, top / float(t + 1) ** length_penalty, float("-inf"))
+            j = norm.argmax(-1)
+            better = norm[rows, j] > best
+            if bool(better.any()):
+                best = torch.where(better, norm[rows, j], best)
+                seq = torch.cat([tokens[rows, beam[rows, j]], tok[rows, j, None]], 1)  # (B, t + 1)
+                best_tokens[better, : t + 1] = seq[better]
+        keep = torch.where(ends, float("-inf"), top).topk(K, dim=-1).indices  # the K best open ones
+        scores, beam, tok = top.gather(1, keep), beam.gather(1, keep), tok.gather(1, keep)
+        scores = torch.where(ends.gather(1, keep), float("-inf"), scores)  # fewer than K open: the rest are void
         tokens = torch.cat([tokens.gather(1, beam[..., None].expand(-1, -1, tokens.shape[2])), tok[..., None]], 2)
-        prev_done = done.gather(1, beam)
-        lengths = lengths.gather(1, beam) + (~prev_done).long()
-        done = prev_done | (tok == eos_id) if eos_id is not None else prev_done
-        flat = (beam + torch.arange(B, device=device)[:, None] * K).view(-1)
-        state = state.select(flat)
+        state = state.select((beam + rows[:, None] * K).view(-1))
         inp = tok.view(-1, 1)
-        if bool(done.all()):
+        if t + 1 < max_len and bool((pool[:, -1] >= scores.max(-1).values).all()):
             break
-    norm = scores / lengths.clamp(min=1).float() ** length_penalty
-    best = norm.argmax(-1)  # (B,)
-    out = tokens[torch.arange(B, device=device), best]
-    return _trim(out, pad_id) if eos_id is not None else out
+    else:  # max_len reached: the open hypotheses, all of length max_len, compete with the pool
+        norm = scores / float(max_len) ** length_penalty
+        j = norm.argmax(-1)
+        better = norm[rows, j] > best
+        best_tokens[better] = tokens[rows, j][better]
+    return _trim(best_tokens, pad_id) if eos_id is not None else best_tokens
