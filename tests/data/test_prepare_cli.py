@@ -3,6 +3,7 @@
 import http.server
 import io
 import json
+import os
 import threading
 import zipfile
 
@@ -43,6 +44,39 @@ def test_prepare_jsonl_outputs_and_reuse(tmp_path, capsys):
     assert again["reused"] and again["pairs"] == out["pairs"]
 
 
+def test_a_corpus_edited_in_place_with_its_size_and_mtime_kept_is_prepared_again(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(40, seed=2))
+    run = tmp_path / "run"
+    assert prepare(run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    capsys.readouterr()
+    st = corpus.stat()
+    text = corpus.read_text()
+    word = next(w for w in text.split() if w.isalpha() and len(w) > 3)
+    corpus.write_text(text.replace(word, word[::-1] if word[::-1] != word else word.upper()))  # same size
+    os.utime(corpus, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` or an edit within the second keeps it
+    assert corpus.stat().st_size == st.st_size
+    assert prepare(run, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    assert not json.loads(capsys.readouterr().out)["reused"]
+
+
+def test_a_run_keyed_by_size_and_mtime_is_up_to_date_once_and_then_keyed_by_content(tmp_path, capsys):
+    """Runs prepared before the corpus was keyed by its content stay up to date (no refusal for
+    their checkpoints' sake); their manifest then holds the content's key."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(20, seed=3))
+    run = RunDir(tmp_path / "r")
+    assert prepare(run.root, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    capsys.readouterr()
+    path = run.data_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    content_key = manifest["key"]
+    cfg = C.from_dict(run.read_config())
+    manifest["key"] = _key(cfg, manifest_fingerprint(corpus)["legacy_fingerprint"], manifest["data_seed"])
+    path.write_text(json.dumps(manifest))
+    assert prepare(run.root, "data.corpus=jsonl", f"data.path={corpus}") == 0
+    assert json.loads(capsys.readouterr().out)["reused"]
+    assert json.loads(path.read_text())["key"] == content_key
+
+
 def test_a_relative_data_path_is_stored_absolute_so_the_run_goes_on_from_elsewhere(tmp_path, capsys, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -68,7 +102,8 @@ def test_a_run_stored_with_a_relative_data_path_keeps_it(tmp_path, capsys, monke
     stored["data"]["path"] = "c.jsonl"  # as such a run has it (its data key: the path as given)
     run.write_config(C.from_dict(stored))
     manifest = json.loads((tmp_path / "r" / "data" / "manifest.json").read_text())
-    manifest["key"] = _key(C.from_dict(stored), manifest_fingerprint(tmp_path / "c.jsonl"), manifest["data_seed"])
+    manifest["key"] = _key(C.from_dict(stored), manifest_fingerprint(tmp_path / "c.jsonl")["fingerprint"],
+                           manifest["data_seed"])
     (tmp_path / "r" / "data" / "manifest.json").write_text(json.dumps(manifest))
     assert prepare("r", "data.corpus=jsonl", "data.path=c.jsonl") == 0
     assert json.loads(capsys.readouterr().out)["reused"]

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 from support import dialogues
@@ -44,6 +49,27 @@ def test_the_same_text_trains_the_same_tokenizer_bytes(tmp_path):
     assert str(tmp_path).encode() not in a.path.read_bytes()
     vocab = (tmp_path / "a" / "tok" / "spm.vocab").read_text(encoding="utf-8").splitlines()
     assert len(vocab) == a.vocab_size and vocab[a.sep_id].split("\t")[0] == SEP
+
+
+def test_a_tokenizer_trained_on_a_sample_of_the_sentences_is_the_same_in_every_process(tmp_path):
+    """More sentences than tokenizer.max_sentences: the sample is seeded, so two processes (as a
+    `prepare --force` later) train the same bytes; another seed samples other sentences."""
+    script = ("import sys; from support import dialogues; from seqgan.data.tokenizer import train_tokenizer; "
+              "from pathlib import Path; text = [u for d in dialogues(200) for u in d]; "
+              "print(train_tokenizer(text, Path(sys.argv[1]), vocab_size=80, max_sentences=300, "
+              "seed=int(sys.argv[2])).hash)")
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent / "src"), str(tests)])}
+
+    def train(folder: str, seed: int) -> str:
+        return subprocess.run([sys.executable, "-c", script, str(tmp_path / folder), str(seed)], env=env, text=True,
+                              capture_output=True, check=True, timeout=120).stdout.strip()
+
+    first = train("a", 0)
+    assert train("b", 0) == first
+    assert (tmp_path / "a" / "spm.model").read_bytes() == (tmp_path / "b" / "spm.model").read_bytes()
+    text = [u for d in dialogues(200) for u in d]
+    assert train_tokenizer(text, tmp_path / "c", vocab_size=80, max_sentences=300, seed=1).hash != first
 
 
 def test_truncation_keeps_eos_and_recent_context(tmp_path):

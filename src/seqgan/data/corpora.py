@@ -8,6 +8,7 @@ has one (DailyDialog's folder layout), and counts of what was skipped. Unreadabl
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import re
 import sys
@@ -33,6 +34,7 @@ class Corpus:
     pair_records: list[bool] | None = None
     skipped: dict[str, int] = field(default_factory=lambda: {"bad_lines": 0})
     fingerprint: str = ""
+    legacy_fingerprint: str = ""  # the files' size and whole-second mtime, as runs before 2026-11-28 keyed them
 
 
 def _lines(text: str) -> list[str]:
@@ -70,12 +72,19 @@ def _decode(raw: bytes, path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def _fingerprint(*paths: Path) -> str:
-    parts = []
+def _fingerprint(*paths: Path) -> dict[str, str]:
+    """Corpus fields naming the input files by their content (sha256): an edit that keeps a
+    file's size and mtime (within a second, or copied with `cp -p`) is still another corpus."""
+    parts, legacy = [], []
     for p in paths:
         st = p.stat()
-        parts.append(f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}")
-    return "|".join(parts)
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        parts.append(f"{p.resolve()}:{st.st_size}:sha256={h.hexdigest()}")
+        legacy.append(f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}")
+    return {"fingerprint": "|".join(parts), "legacy_fingerprint": "|".join(legacy)}
 
 
 def warn(msg: str) -> None:
@@ -169,7 +178,7 @@ def read_dailydialog(path: Path) -> Corpus:
     """The official folder (train/validation/test kept, extracted or still as train.zip, ...) or
     one dialogues_text.txt."""
     if not path.is_dir():
-        return Corpus(parse_dailydialog(read_text(path), path), fingerprint=_fingerprint(path))
+        return Corpus(parse_dailydialog(read_text(path), path), **_fingerprint(path))
     files = {s: path / rel for s, rel in DD_SPLITS.items() if (path / rel).exists()}
     # a split still zipped beside others extracted (extraction stopped midway) is read from its zip
     zips = {s: _zip_of(path, s) for s in DD_SPLITS if s not in files and _zip_of(path, s).is_file()}
@@ -194,7 +203,7 @@ def read_dailydialog(path: Path) -> Corpus:
             continue
         dialogues += d
         split += [s] * len(d)
-    return Corpus(dialogues, official_split=split, fingerprint=_fingerprint(*files.values(), *zips.values()))
+    return Corpus(dialogues, official_split=split, **_fingerprint(*files.values(), *zips.values()))
 
 
 # ----------------------------------------------------------------------------- jsonl / tsv
@@ -241,7 +250,7 @@ def read_jsonl(path: Path) -> Corpus:
     if not dialogues:
         raise DataError(f"{path}: no valid JSONL line (expected {{\"dialogue\": [..]}} or "
                         "{\"context\": .., \"response\": ..})")
-    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path),
+    return Corpus(dialogues, skipped={"bad_lines": bad}, **_fingerprint(path),
                   pair_records=pair_records if any(pair_records) else None)
 
 
@@ -261,7 +270,7 @@ def read_tsv(path: Path) -> Corpus:
         warn(f"{path}: skipped {bad} line(s) without exactly one TAB")
     if not dialogues:
         raise DataError(f"{path}: no valid line (expected context<TAB>response)")
-    return Corpus(dialogues, skipped={"bad_lines": bad}, fingerprint=_fingerprint(path))
+    return Corpus(dialogues, skipped={"bad_lines": bad}, **_fingerprint(path))
 
 
 def _user_path(path: str) -> Path:

@@ -55,14 +55,20 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
         old = run.read_manifest()
         seed = data_seed(cfg, old)
         key = _key(cfg, corpus.fingerprint, seed)
-        if not force and old is not None and old.get("key") == key and _tokenizer_hash(run) == old["tokenizer_hash"] \
+        # a run prepared before the corpus was keyed by its content: its key of size and mtime
+        # still says "the same corpus" (once: the manifest then takes the content's key)
+        same = old is not None and (old.get("key") == key or bool(corpus.legacy_fingerprint)
+                                    and old.get("key") == _key(cfg, corpus.legacy_fingerprint, seed))
+        if not force and same and _tokenizer_hash(run) == old["tokenizer_hash"] \
                 and all(run.split_path(s).exists() for s in SPLITS):
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
+            if old["key"] != key:
+                atomic_write_text(run.data_dir / "manifest.json", json.dumps({**old, "key": key}, indent=2))
             run.write_config(cfg)
             return {**old["summary"], "reused": True}
         damaged = old is None and run.data_dir.exists()  # data whose manifest is missing or damaged
         if (old is not None or damaged) and not force and any((run.root / "checkpoints").glob("*/*.pt")):
-            if not damaged and old.get("key") == key:
+            if not damaged and same:
                 raise DataError(f"{run.root}: tokenizer/spm.model or a data split is missing or not the one "
                                 "prepared; `seqgan prepare --force` makes them again (the same corpus and settings "
                                 "give the same bytes, which the checkpoints are checked against)")

@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from seqgan.errors import DataError
@@ -73,9 +74,15 @@ def train_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, model_
     sentences = [s.replace("\n", " ") for s in sentences if s.strip()]
     if not sentences:
         raise DataError("no text to train the tokenizer on")
+    if len(sentences) > max_sentences:
+        # sampled here, seeded: SentencePiece's own sampling (input_sentence_size) differs from one
+        # process to the next whatever its seed, and so would the tokenizer; given no more
+        # sentences than that, it takes them all, in order
+        keep = np.sort(np.random.default_rng(seed).choice(len(sentences), max_sentences, replace=False))
+        sentences = [sentences[i] for i in keep]
     # SentencePiece drops longer sentences unsaid; the default 64 KiB stays (it is in the model)
     longest = max(len(s.encode("utf-8")) for s in sentences)
-    spm.set_random_generator_seed(seed)  # the sentence sampling is seeded, so tokenizers repeat
+    spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
