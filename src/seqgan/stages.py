@@ -196,20 +196,25 @@ def run_all(cfg: Config, run: RunDir) -> dict:
         with run.lock("prepare"):
             results["prepare"] = prepare(cfg, run)
     world.barrier()
+    # rank 0 alone writes a stage's files: every rank waits for them before the next stage reads them
     say("[2/6] pretrain generator (MLE)")
     results["pretrain_generator"] = pretrain_generator(cfg, run)
+    world.barrier()
     samples = run.samples_dir / "valid.txt"
     say("[3/6] generate (validation contexts)")
     if samples.exists() and samples.stat().st_mtime >= run.checkpoint("generator", "best").stat().st_mtime:
         say("      samples up to date")
     else:
         results["generate"] = generate(cfg, run, "valid")
+    world.barrier()
     say("[4/6] pretrain discriminator")
     _warn_if_older(run, "discriminator", ("generator", "best"))
     results["pretrain_discriminator"] = pretrain_discriminator(cfg, run)
+    world.barrier()
     say(f"[5/6] adversarial training (objective {cfg.adversarial.objective})")
     _warn_if_older(run, "adversarial", ("generator", "best"), ("discriminator", "last"))  # what train loads
     results["train"] = train(cfg, run)
+    world.barrier()
     say("[6/6] evaluate")
     results["evaluate"] = evaluate(cfg, run)
     results["seconds"] = round(time.monotonic() - t0, 1)

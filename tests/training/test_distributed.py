@@ -124,8 +124,16 @@ def test_seqgan_run_under_torchrun_prepares_once_and_one_process_commands_are_re
     each other); a command that runs in one process (oracle, serve, ...) ran once per rank."""
     corpus = write_jsonl(tmp_path / "c.jsonl", dialogues(60, seed=3))
     run = RunDir(tmp_path / "r")
+    # rank 0's checkpoints land late, as on a slow shared file system: a rank that went on to the
+    # next stage without waiting read none (or the one before) and the run failed or drifted apart
+    slow = tmp_path / "slow_writes.py"
+    slow.write_text("import os, sys, time\nfrom seqgan import cli\nfrom seqgan.training import checkpoint\n"
+                    "write = checkpoint.atomic_write_bytes\n"
+                    "if os.environ['RANK'] == '0':\n"
+                    "    checkpoint.atomic_write_bytes = lambda path, data: (time.sleep(0.5), write(path, data))\n"
+                    "sys.exit(cli.main(sys.argv[1:]))\n")
     log = torchrun("run", "--config", "tiny", "--run-dir", run.root, "data.corpus=jsonl", f"data.path={corpus}",
-                   "adversarial.steps=2", "discriminator.rounds=1")
+                   "adversarial.steps=2", "discriminator.rounds=1", program=(slow,))
     assert log.count("[1/6] prepare") == 1 and run.eval_path.exists() and run.read_manifest() is not None
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
