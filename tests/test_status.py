@@ -86,6 +86,19 @@ def test_status_follows_a_run_stage_by_stage(tiny_run, tmp_path, capsys):
     row = _rows(run_status(run))["pretrain generator"]
     assert row["status"] == "damaged" and "is not a readable checkpoint" in row["detail"]
 
+    # prepared files gone or replaced: prepare is damaged, not done, and the next step remakes them
+    run.split_path("test").rename(run.root / "test.npz.away")
+    status = run_status(run)
+    row = _rows(status)["prepare"]
+    assert row["status"] == "damaged" and row["detail"].startswith("data/test.npz missing")
+    assert status["next"] == f"seqgan prepare --force --run-dir {run.root} makes the prepared files again"
+    (run.root / "test.npz.away").rename(run.split_path("test"))
+    model = run.spm_model.read_bytes()
+    run.spm_model.write_bytes(model + b"\0")
+    assert "tokenizer/spm.model is not the one prepared" in _rows(run_status(run))["prepare"]["detail"]
+    run.spm_model.write_bytes(model)
+    assert _rows(run_status(run))["prepare"]["status"] == "done"
+
 
 def test_status_of_an_oracle_experiment(tmp_path, capsys):
     run = RunDir(tmp_path / "o")
