@@ -81,6 +81,20 @@ def test_betas_and_weight_decay_given_on_a_resume_take_effect():
     assert all(int(s["step"]) == 3 for s in resumed.state.values())  # the moments are the checkpoint's
 
 
+def test_adamw_decays_the_matrices_and_not_biases_or_norms():
+    from seqgan.models.generator import GeneratorConfig, TransformerGenerator
+    from seqgan.training.optim import make_adamw
+
+    gen = TransformerGenerator(GeneratorConfig(vocab_size=40, embed_dim=8, hidden_dim=16, ff_dim=32, num_layers=1,
+                                               num_heads=2, max_len=12, dropout=0.0))
+    decay, no_decay = (set(map(id, g["params"])) for g in make_adamw(gen, 1e-3, 0.01).param_groups)
+    names = {id(p): n for n, p in gen.named_parameters()}
+    assert {names[i] for i in decay} == {n for n, p in gen.named_parameters() if p.dim() >= 2}
+    assert any(n.endswith("pos.weight") for n in map(names.get, decay))  # as the docstring says
+    assert {names[i] for i in no_decay} == {n for n, p in gen.named_parameters() if p.dim() == 1}
+    assert {"out_bias", "enc_norm.weight", "decoder.layers.0.ln1.weight"} <= set(map(names.get, no_decay))
+
+
 def test_stepper_skips_a_non_finite_gradient_in_its_single_pass_and_clips_finite_ones():
     model = _model()
     opt = adam(model.parameters(), 1e-2)

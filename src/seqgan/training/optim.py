@@ -47,7 +47,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 
 def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98)):
-    """AdamW with no weight decay on biases, norms and embeddings' positional tables (1-D params)."""
+    """AdamW that decays the matrices (token and position embeddings included) and not the 1-D
+    parameters (biases and norms)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
