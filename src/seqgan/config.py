@@ -444,8 +444,8 @@ def validate(cfg: Config) -> None:
         "oracle.eval_every", "oracle.d_epochs", "oracle.adv_d_epochs", "runtime.checkpoint_every",
         "pretrain.log_every", "discriminator.log_every", "adversarial.log_every", "adversarial.eval_every",
         "adversarial.g_steps", "tokenizer.max_sentences", "pretrain.epochs", "discriminator.epochs_per_round",
-        "adversarial.d_pairs", "discriminator.rounds", "pretrain.grad_clip", "discriminator.grad_clip", "adversarial.grad_clip",
-        "adversarial.gumbel_tau", "runtime.checkpoint_minutes", "runtime.max_nonfinite",
+        "adversarial.d_pairs", "discriminator.rounds", "pretrain.grad_clip", "discriminator.grad_clip",
+        "adversarial.grad_clip", "adversarial.gumbel_tau", "runtime.checkpoint_minutes", "runtime.max_nonfinite",
         *(f"model.{m}.{k}" for m in ("generator", "discriminator")
           for k in ("embed_dim", "hidden_dim", "ff_dim", "num_layers", "num_heads", "max_len")),
     ]

@@ -89,31 +89,16 @@ def _stage(name: str, state: dict | None, damaged: str | None, done: int, total:
             "detail": text + (f"; {detail}" if detail else "")}
 
 
-def _prepared_files_problem(run: RunDir, manifest: dict) -> str:
-    """What is missing or not the one prepared among the files the manifest stands for ("" if none):
-    the test `seqgan prepare` makes before it calls a run up to date."""
-    from seqgan.data.pairs import SPLITS
-    from seqgan.data.tokenizer import model_hash
-
-    missing = [str(p.relative_to(run.root)) for p in (run.spm_model, *(run.split_path(s) for s in SPLITS))
-               if not p.is_file()]
-    if missing:
-        return f"{', '.join(missing)} missing; `seqgan prepare --force --run-dir {run.root}` makes them again"
-    try:
-        same = model_hash(run.spm_model.read_bytes()) == manifest["tokenizer_hash"]
-    except OSError:
-        same = False
-    return "" if same else (f"tokenizer/spm.model is not the one prepared; `seqgan prepare --force --run-dir "
-                            f"{run.root}` makes it again")
-
-
 def _dialogue_stages(run: RunDir, cfg: C.Config) -> list[dict]:
+    from seqgan.data.prepare import prepared_files_problem
+
     manifest = run.read_manifest()
     if manifest is None:
         rows = [{"stage": "prepare", "status": "not started" if not run.data_dir.exists() else "damaged",
                  "detail": "" if not run.data_dir.exists() else "data/manifest.json is missing or damaged"}]
-    elif problem := _prepared_files_problem(run, manifest):
-        rows = [{"stage": "prepare", "status": "damaged", "detail": problem}]
+    elif problem := prepared_files_problem(run, manifest):
+        rows = [{"stage": "prepare", "status": "damaged",
+                 "detail": f"{problem}; `seqgan prepare --force --run-dir {run.root}` makes the prepared files again"}]
     else:
         summary = manifest["summary"]
         pairs = summary.get("pairs") if isinstance(summary.get("pairs"), dict) else {}

@@ -59,8 +59,7 @@ def prepare(cfg: Config, run: RunDir, force: bool = False) -> dict:
         # still says "the same corpus" (once: the manifest then takes the content's key)
         same = old is not None and (old.get("key") == key or bool(corpus.legacy_fingerprint)
                                     and old.get("key") == _key(cfg, corpus.legacy_fingerprint, seed))
-        if not force and same and _tokenizer_hash(run) == old["tokenizer_hash"] \
-                and all(run.split_path(s).exists() for s in SPLITS):
+        if not force and same and not prepared_files_problem(run, old):
             print(f"prepare: {run.root} is up to date", file=sys.stderr)
             if old["key"] != key:
                 atomic_write_text(run.data_dir / "manifest.json", json.dumps({**old, "key": key}, indent=2))
@@ -120,6 +119,15 @@ def _tokenizer_hash(run: RunDir) -> str | None:
         return model_hash(run.spm_model.read_bytes())
     except OSError:
         return None
+
+
+def prepared_files_problem(run: RunDir, manifest: dict) -> str:
+    """What is missing, or not the one prepared, among the files `manifest` stands for ("" if none)."""
+    missing = [str(p.relative_to(run.root)) for p in (run.spm_model, *(run.split_path(s) for s in SPLITS))
+               if not p.is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    return "" if _tokenizer_hash(run) == manifest["tokenizer_hash"] else "tokenizer/spm.model is not the one prepared"
 
 
 def prepared(run: RunDir) -> bool:
